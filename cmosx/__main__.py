@@ -1,0 +1,5 @@
+"""``python -m cmosx`` runs the command-line interface."""
+
+from cmosx.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Pure tensor functions shared by models and engine (colour, padding, blend windows, checks)."""

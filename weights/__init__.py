@@ -1,0 +1,1 @@
+"""Bundled model weights (installed as ``cmosx._weights``): safetensors, model cards, manifest."""
