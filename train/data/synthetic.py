@@ -1,0 +1,162 @@
+"""``synthetic-bsr`` streamed for training: procedural scenes rendered on the fly.
+
+``SyntheticBSR(seed, ...)[i]`` is a pure function of ``(seed, epoch, i)`` (see
+:mod:`cmosx.train.data.splits` for the seed scheme), so it works with any number of DataLoader
+workers and reruns give identical data. It streams the *train* split code, so it never reproduces the
+held-out synthetic-bsr test scenes written by ``cmosx dataset generate``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from cmosx.errors import UsageError
+from cmosx.train.data.augment import crop
+from cmosx.train.data.bsr import check_kernel_size, make_bsr_sample, one_torch_thread
+from cmosx.train.data.degrade import Degradation
+from cmosx.train.data.scenes import SYNTHETIC_CLASSES, make_scene
+from cmosx.train.data.splits import (
+    PURPOSE_BLUR,
+    PURPOSE_CROP,
+    PURPOSE_INVARIANT,
+    PURPOSE_NOISE,
+    PURPOSE_SCENE,
+    sample_rng,
+)
+from cmosx.train.data.textures import PhotoTextures
+
+__all__ = ["SYNTHETIC_CLASSES", "SyntheticBSR", "synthetic_sample"]
+
+
+def synthetic_sample(
+    seed: int,
+    split: str,
+    index: int,
+    size: tuple[int, int] = (480, 640),
+    kernel_size: int = 21,
+    space_invariant: bool = False,
+    degradation: Degradation | None = None,
+    photos: PhotoTextures | None = None,
+) -> tuple[dict, dict]:
+    """One synthetic-bsr sample (and its blur record) for ``(seed, split, index)``."""
+    h, w = size
+    scene = make_scene(h, w, sample_rng(seed, split, index, PURPOSE_SCENE), photos)
+    return make_bsr_sample(
+        scene.image,
+        scene.depth,
+        scene.labels,
+        kernel_size=kernel_size,
+        space_invariant=space_invariant,
+        blur_rng=sample_rng(seed, split, index, PURPOSE_BLUR),
+        noise_rng=sample_rng(seed, split, index, PURPOSE_NOISE),
+        degradation=degradation or Degradation(),
+        name=f"synthetic-{split}-{index:07d}",
+    )
+
+
+class SyntheticBSR(Dataset):
+    """Streaming synthetic-bsr training data.
+
+    Args:
+        seed: base seed.
+        size: HR scene size (H, W), multiples of 4 (480 x 640 like the real sets; smaller is faster).
+        kernel_size: 21 (sigma <= 5) or 61 (sigma <= 15).
+        space_invariant_fraction: share of samples blurred with one sigma (drawn per sample, seeded).
+        length: samples per epoch.
+        crop: optional (h, w) random crop of the HR (multiples of 4), e.g. (192, 192).
+        degradation: LR settings (default x4 direct subsampling, no noise / JPEG).
+        textures: optional folder of photos used for some textures.
+    Items are the dicts of docs/interfaces.md. Call :meth:`set_epoch` to draw new scenes each epoch.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        size: tuple[int, int] = (480, 640),
+        kernel_size: int = 21,
+        space_invariant_fraction: float = 0.25,
+        length: int = 1000,
+        crop: tuple[int, int] | None = None,
+        degradation: Degradation | None = None,
+        textures: str | Path | None = None,
+    ):
+        check_kernel_size(kernel_size)
+        self.degradation = degradation or Degradation()
+        s = self.degradation.scale
+        if size[0] % s or size[1] % s or min(size) < 4 * s:
+            raise UsageError(f"synthetic size {size} must be multiples of {s} and at least {4 * s}")
+        if crop is not None and (crop[0] % s or crop[1] % s or crop[0] > size[0] or crop[1] > size[1]):
+            raise UsageError(f"crop {crop} must be multiples of {s} and fit in the size {size}")
+        if not 0.0 <= space_invariant_fraction <= 1.0:
+            raise UsageError(f"space_invariant_fraction must be in [0, 1], got {space_invariant_fraction}")
+        if length < 1:
+            raise UsageError(f"length must be >= 1, got {length}")
+        self.seed, self.size, self.kernel_size = int(seed), tuple(size), kernel_size
+        self.space_invariant_fraction, self.length, self.crop = space_invariant_fraction, length, crop
+        self.photos = PhotoTextures(textures) if textures else None
+        self.epoch = 0
+        self.num_classes = len(SYNTHETIC_CLASSES)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use a fresh block of scenes for this epoch."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        with one_torch_thread():
+            return self._make(self.epoch * self.length + i)
+
+    def _make(self, index: int) -> dict:
+        draw = sample_rng(self.seed, "train", index, PURPOSE_INVARIANT).random()
+        invariant = bool(draw < self.space_invariant_fraction)
+        sample, _ = synthetic_sample(
+            self.seed, "train", index, self.size, self.kernel_size, invariant, self.degradation, self.photos
+        )
+        if self.crop is not None:
+            crop_rng = sample_rng(self.seed, "train", index, PURPOSE_CROP)
+            sample = crop(sample, self.crop, crop_rng, scale=self.degradation.scale)
+        return sample
+
+
+class SyntheticSource:
+    """synthetic-bsr as a source for :func:`cmosx.train.data.generate.generate_dataset`."""
+
+    name = "synthetic-bsr"
+    classes = SYNTHETIC_CLASSES
+
+    def __init__(
+        self,
+        seed: int,
+        counts: dict[str, int],
+        size: tuple[int, int] = (480, 640),
+        textures: str | Path | None = None,
+    ):
+        if size[0] % 4 or size[1] % 4:
+            raise UsageError(f"synthetic size {size} must be multiples of 4")
+        self.seed, self.counts, self.hr_size = int(seed), dict(counts), tuple(size)
+        self.textures = str(textures) if textures else None
+        self.photos = PhotoTextures(textures) if textures else None
+
+    def split_counts(self) -> dict[str, int]:
+        return {k: v for k, v in self.counts.items() if v > 0}
+
+    def sample_name(self, split: str, index: int) -> str:
+        return f"synthetic-{split}-{index:07d}"
+
+    def load(self, split: str, index: int):
+        h, w = self.hr_size
+        scene = make_scene(h, w, sample_rng(self.seed, split, index, PURPOSE_SCENE), self.photos)
+        return scene.image, scene.depth, scene.labels, f"procedural scene (seed {self.seed}, {split}, {index})"
+
+    def describe(self) -> dict:
+        return {
+            "kind": "procedural scenes (cmosx.train.data.scenes)",
+            "textures_folder": self.textures,
+            "note": "test scenes use split code 2 and never appear in SyntheticBSR training streams",
+        }
