@@ -2,16 +2,162 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
 from cmosx.cli._common import report_errors
-from cmosx.errors import CmosxError
+from cmosx.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
     app.command(name="bench", help="Benchmark inference speed, FLOP rate and memory on this machine.")(bench_command)
 
 
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"size must look like HEIGHTxWIDTH (e.g. 192x256), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise UsageError(f"size must be positive, got {text!r}")
+    return h, w
+
+
+def _devices(choice: str) -> list[str]:
+    import torch
+
+    from cmosx.engine.device import mps_available
+
+    if choice != "all":
+        return [choice]
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    if mps_available():
+        found.append("mps")
+    return found
+
+
+HEADER = (
+    f"{'spec':6} {'device':6} {'prec':8} {'layout':6} {'size':>9} {'tile':>5} {'bat':>3} {'out MP/s':>9} "
+    f"{'tiled/un':>8} {'SR GF/s':>8} {'pipe GF/s':>9} {'peak GF/s':>9} {'SR/peak':>7} {'mem MB':>8}"
+)
+
+
+def _row(r) -> str:
+    layout = "cl" if r.channels_last else "nchw"
+    return (
+        f"{r.spec:6} {r.device:6} {r.precision:8} {layout:6} {r.size:>9} {r.tile:>5} {r.tile_batch:>3} "
+        f"{r.output_mp_per_s:9.3f} "
+        f"{r.tiled_over_untiled:8.2f} {r.sr_gflops:8.1f} {r.pipeline_gflops:9.1f} {r.conv_peak_gflops:9.1f} "
+        f"{r.sr_fraction_of_peak:7.0%} {r.peak_memory_mb:8.0f}"
+    )
+
+
 @report_errors
-def bench_command() -> None:
-    raise CmosxError("'cmosx bench' is not implemented yet")
+def bench_command(
+    spec: Annotated[
+        Optional[list[str]], typer.Option("--spec", help="Model spec(s) to run (seeded random weights).")
+    ] = None,
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="Benchmark this model (name, path or hf://) instead of specs.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, mps, or all (every device available).")] = "all",
+    precision: Annotated[
+        Optional[list[str]], typer.Option("--precision", help="fp32, bf16, fp16 (default: fp32 and bf16).")
+    ] = None,
+    layout: Annotated[str, typer.Option(help="Memory format: cl (channels-last), nchw, or both.")] = "cl",
+    size: Annotated[str, typer.Option(help="LR input size HxW for tiny and lite.")] = "240x320",
+    paper_size: Annotated[str, typer.Option(help="LR input size HxW for the (slow) paper spec.")] = "120x160",
+    tile: Annotated[int, typer.Option(help="SR tile size (LR pixels) for the tiled run.")] = 128,
+    tile_batch: Annotated[str, typer.Option(help="SR tiles per device call, or auto.")] = "auto",
+    repeats: Annotated[int, typer.Option(min=1, help="Timed rounds per case (best is kept).")] = 2,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    peak_memory: Annotated[
+        bool,
+        typer.Option(
+            "--peak-memory",
+            help="Instead: peak RSS of 1000x750 and 2000x1500 photos (fixed tiles, fresh processes, CPU).",
+        ),
+    ] = False,
+) -> None:
+    """Time each (model, device, precision, layout) on a synthetic photo and print one row per case.
+
+    Columns: output megapixels/s of the tiled pipeline; tiled/untiled time ratio; GFLOP/s achieved by
+    the SR network on one tile and by the whole pipeline (FLOPs counted with torch's FlopCounterMode);
+    the channels-last 3x3 conv peak measured in the same run; SR/peak; peak memory (CUDA allocated,
+    or the process's peak RSS on the CPU). For each spec and device the PSNR between the first
+    precision's output and each other's is printed below the table.
+    """
+    from cmosx.engine.bench import bench_case, compare_outputs, random_model
+    from cmosx.engine.device import parse_precision, resolve_device
+
+    if peak_memory:
+        _peak_memory(spec[0] if spec else "tiny", tile)
+        return
+    specs = spec or ["tiny", "lite", "paper"]
+    precisions = precision or ["fp32", "bf16"]
+    layouts = {"cl": [True], "nchw": [False], "both": [True, False]}.get(layout)
+    if layouts is None:
+        raise UsageError(f"layout must be cl, nchw or both, got {layout!r}")
+    if tile < 8:
+        raise UsageError(f"tile must be at least 8, got {tile}")
+    sizes = {"default": _parse_size(size), "paper": _parse_size(paper_size)}
+    batch: int | str = int(tile_batch) if tile_batch.isdigit() else tile_batch
+
+    if model is not None:
+        from cmosx.models.hub import resolve_model
+
+        models = [(model, resolve_model(model))]
+    else:
+        models = [(name, None) for name in specs]
+
+    results, comparisons = [], []
+    typer.echo(HEADER)
+    for dev_name in _devices(device):
+        dev = resolve_device(dev_name)
+        for label, loaded in models:
+            loaded = loaded or random_model(label)
+            h, w = sizes["paper" if loaded.card.spec.name == "paper" else "default"]
+            for cl in layouts:
+                outputs = []
+                for prec in precisions:
+                    parse_precision(prec)  # a clear error for an unknown name before any work
+                    result, out = bench_case(loaded, str(dev), prec, cl, h, w, tile, repeats=repeats, tile_batch=batch)
+                    results.append(result)
+                    outputs.append((result.precision, out))
+                    typer.echo(_row(result))
+                for name, out in outputs[1:]:
+                    db = compare_outputs(outputs[0][1], out)
+                    layout_name = "cl" if cl else "nchw"
+                    pair = {"spec": label, "device": str(dev), "layout": layout_name, "a": outputs[0][0], "b": name}
+                    comparisons.append({**pair, "psnr_db": db})
+    for c in comparisons:
+        typer.echo(f"PSNR {c['spec']} {c['device']} {c['layout']} {c['a']} vs {c['b']}: {c['psnr_db']:.1f} dB")
+    if json_out is not None:
+        from cmosx.io.atomic import atomic_write_bytes
+
+        payload = {"results": [r.as_dict() for r in results], "comparisons": comparisons}
+        atomic_write_bytes(json_out, json.dumps(payload, indent=2).encode())
+
+
+def _peak_memory(spec_name: str, tile: int) -> None:
+    """Peak RSS for two photo sizes with the same tiles: the larger may add its output, not more."""
+    from cmosx.engine.bench import peak_rss_subprocess
+
+    cmos_tile = 480
+    rows = []
+    for width, height in ((1000, 750), (2000, 1500)):
+        r = peak_rss_subprocess(spec_name, height, width, tile, cmos_tile)
+        rows.append(r)
+        typer.echo(
+            f"{spec_name} {width}x{height}: peak RSS {r['peak_rss_mb']:.0f} MiB (before run {r['rss_before_mb']:.0f}), "
+            f"output buffers {r['output_mb']:.0f} MiB, {r['seconds']:.1f} s  [tile {tile}, CMOS tile {cmos_tile}]"
+        )
+    small, large = rows
+    growth = large["peak_rss_mb"] - small["peak_rss_mb"]
+    verdict = "within" if growth <= large["output_mb"] else "OVER"
+    typer.echo(f"growth {growth:.0f} MiB vs larger output buffers {large['output_mb']:.0f} MiB: {verdict} the bound")

@@ -2,16 +2,105 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
 from cmosx.cli._common import report_errors
-from cmosx.errors import CmosxError
+from cmosx.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
     app.command(name="eval", help="Evaluate a model on BSR test groups with the paper's metrics.")(evaluate_command)
 
 
+def parse_groups(text: str) -> list[int]:
+    """``"1-5"`` -> [1, 2, 3, 4, 5]; ``"1,3"`` -> [1, 3]."""
+    groups: set[int] = set()
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                a, b = (int(x) for x in part.split("-", 1))
+                groups.update(range(a, b + 1))
+            else:
+                groups.add(int(part))
+    except ValueError:
+        raise UsageError(f"--groups must look like 1-5 or 1,3; got {text!r}") from None
+    if not groups or not groups <= {1, 2, 3, 4, 5}:
+        raise UsageError(f"--groups must name test groups among 1-5; got {text!r}")
+    return sorted(groups)
+
+
 @report_errors
-def evaluate_command() -> None:
-    raise CmosxError("'cmosx eval' is not implemented yet")
+def evaluate_command(
+    dataset: Annotated[str, typer.Option("--dataset", help="synthetic-bsr | nyuv2-bsr | cityscapes-bsr")],
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="Run folder, model folder/file, bundled name or hf:// reference.")
+    ] = None,
+    baseline: Annotated[
+        Optional[str], typer.Option("--baseline", help="A second model/run, e.g. a blur-unaware SR baseline.")
+    ] = None,
+    upper: Annotated[
+        Optional[str],
+        typer.Option("--upper", help="SR network of the upper-bound row (default: the model's sr-stage run)."),
+    ] = None,
+    root: Annotated[
+        Optional[Path], typer.Option("--root", help="Dataset folder (synthetic-bsr renders its test groups without).")
+    ] = None,
+    groups: Annotated[str, typer.Option("--groups", help="Test groups, e.g. 1-5 or 1,3.")] = "1-5",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="At most N images per group.")] = None,
+    border: Annotated[Optional[int], typer.Option("--border", help="Pixels cropped per side (default: scale).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="synthetic-bsr without --root: test-scene seed.")] = 0,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    import json
+
+    import torch
+
+    from cmosx.train.evaluate import evaluate, format_table
+    from cmosx.train.runs import load_networks
+    from cmosx.train.sources import open_test_group
+
+    if threads:
+        torch.set_num_threads(threads)
+    wanted = parse_groups(groups)
+    if limit is not None and limit < 1:
+        raise UsageError("--limit must be >= 1")
+    nets = load_networks(model)  # None: the bundled default model
+    base = load_networks(baseline) if baseline else None
+    upper_ref = upper or nets.sr_stage_source
+    upper_nets = load_networks(upper_ref) if upper_ref else None
+    sets = {g: open_test_group(dataset, root, g, seed=seed)[0] for g in wanted}
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="img", dynamic_ncols=True, leave=False)
+        bar.update(1)
+
+    try:
+        report = evaluate(
+            nets,
+            sets,
+            dataset_name=dataset,
+            baseline=base,
+            upper=upper_nets,
+            border=border,
+            limit=limit,
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        typer.echo(format_table(report))

@@ -244,6 +244,8 @@ def make_scene(height: int, width: int, rng: np.random.Generator, photos: PhotoT
             _wall_with_pictures(canvas, cam, rng, photos, z_back, max(0, bx), min(width, bx + bw), top)
     # objects on the ground, painted far to near; the nearest stand ~0.6 m from the camera
     z_min = max(0.6, cam.hc * cam.fpx / (height * 1.3 - cam.yh + 1e-6))
+    # a long lens over a close wall can put that bound behind the wall: keep objects in front of it
+    z_min = min(z_min, 0.8 * z_back)
     count = int(rng.integers(2, 11))
     depths = np.sort(np.exp(rng.uniform(math.log(z_min), math.log(z_back * 0.95), size=count)))[::-1]
     for z in depths:

@@ -1,0 +1,318 @@
+"""Measurements behind ``cmosx bench``: speed, FLOP rate against the device's conv peak, memory, tiling cost.
+
+- **Conv peak**: a channels-last 3x3 convolution (64 -> 64 channels) timed in the same run and
+  precision; its FLOP rate is the practical peak the networks are compared against.
+- **SR stage**: RRDB-SFT on one tile; FLOPs counted with ``torch.utils.flop_counter.FlopCounterMode``
+  (convolutions and matrix products), divided by the measured time -> GFLOP/s and fraction of peak.
+- **Pipeline**: :class:`~cmosx.engine.pipeline.Upscaler` on a synthetic photo, tiled (the given tile)
+  and untiled (one tile) -> output megapixels/s and the tiled / untiled time ratio.
+- **Peak memory**: ``torch.cuda.max_memory_allocated`` on CUDA; on the CPU the process's peak resident
+  set (``VmHWM`` from /proc/self/status, reset through /proc/self/clear_refs before each case where
+  Linux allows it, else ``resource.getrusage``'s lifetime maximum).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
+
+from cmosx.engine.device import autocast_context, psnr
+from cmosx.engine.pipeline import Upscaler
+
+
+def random_model(spec_name: str, num_classes: int = 8, seed: int = 0, lively: bool = True):
+    """A :class:`~cmosx.models.weights_io.LoadedModel` with seeded random weights (no training).
+
+    ``lively`` also randomises what a fresh network leaves neutral -- BatchNorm statistics, the GIA
+    gates alpha/beta (initialised to 0) and the flow predictors (initialised to 0) -- so that every
+    path that could break tiling is active, as in a trained network.
+    """
+    from cmosx.models.descriptor import describe
+    from cmosx.models.specs import get_spec
+    from cmosx.models.weights_io import LoadedModel, ModelCard, build_networks
+
+    spec = get_spec(spec_name)
+    card = ModelCard(
+        name=f"random-{spec_name}",
+        spec=spec,
+        num_classes=num_classes,
+        class_names=[f"class{i}" for i in range(num_classes)],
+        description=f"seeded random weights (seed {seed}) for tests and benchmarks; not trained",
+    )
+    torch.manual_seed(seed)
+    cmos, sr = build_networks(card)
+    if lively:
+        g = torch.Generator().manual_seed(seed + 1)
+        for net in (cmos, sr):
+            for module in net.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.running_mean.copy_(torch.randn(module.num_features, generator=g) * 0.1)
+                    module.running_var.copy_(torch.rand(module.num_features, generator=g) + 0.5)
+            for name, param in net.named_parameters():
+                if name.endswith(("alpha", "beta")):
+                    param.data.fill_(0.5)
+                elif name.endswith("flow.weight"):
+                    param.data.copy_(torch.randn(param.shape, generator=g) * 0.01)
+    return LoadedModel(
+        cmos=cmos.eval(), sr=sr.eval(), card=card, descriptor=describe(spec, num_classes), source="random"
+    )
+
+
+def synthetic_photo(height: int, width: int, seed: int = 0) -> Tensor:
+    """A smooth-plus-texture ``3 x H x W`` image in [0, 1] (deterministic)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, max(height // 16, 2), max(width // 16, 2), generator=g)
+    base = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    texture = torch.rand(1, 3, height, width, generator=g) * 0.2
+    return (0.8 * base + texture).clamp(0, 1)[0]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(fn: Callable[[], object], device: torch.device, repeats: int = 2) -> float:
+    """Best wall time of ``repeats`` calls after one warm-up call (seconds)."""
+    fn()
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of ``fn()`` as counted by ``torch.utils.flop_counter.FlopCounterMode``."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def interleaved_best(fns: list[Callable[[], object]], device: torch.device, rounds: int = 2) -> list[float]:
+    """Best wall time of each function, timed in alternation (one warm-up each first).
+
+    Alternating keeps ratios meaningful on a machine shared with other work: a busy spell slows
+    every function of a round, and the best round of each is kept.
+    """
+    for fn in fns:
+        fn()
+    _sync(device)
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
+def conv_peak_probe(device: torch.device, dtype: torch.dtype, channels: int = 64) -> tuple[Callable[[], Tensor], int]:
+    """A channels-last 3x3 convolution (the device's practical peak for these networks) and its FLOPs.
+
+    Sized so the device is busy (CPU: one 128 x 128 map; GPU: 10 calls on a batch of 8 maps of
+    512 x 512), else a GPU would measure its launch latency.
+    """
+    batch, size, calls = (1, 128, 1) if device.type == "cpu" else (8, 512, 10)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device, memory_format=torch.channels_last).eval()
+    x = torch.rand(batch, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
+
+    def run():
+        with torch.inference_mode(), autocast_context(device, dtype):
+            for _ in range(calls):
+                out = conv(x)
+        return out
+
+    return run, 2 * channels * channels * 9 * size * size * batch * calls
+
+
+def conv_peak_gflops(device: torch.device, dtype: torch.dtype) -> float:
+    """GFLOP/s of :func:`conv_peak_probe` (best of 3)."""
+    run, flops = conv_peak_probe(device, dtype)
+    return flops / best_time(run, device, repeats=3) / 1e9
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new peak-memory window; False when only the lifetime peak can be read."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak device memory (CUDA) or peak resident set of this process (CPU) since the last reset."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+@dataclass
+class BenchResult:
+    """One benchmark case."""
+
+    spec: str
+    device: str
+    precision: str
+    channels_last: bool
+    size: str  # LR input, H x W
+    tile: int
+    tile_batch: int
+    output_mp_per_s: float
+    tiled_over_untiled: float
+    sr_gflops: float  # achieved by RRDB-SFT on one tile
+    pipeline_gflops: float  # counted FLOPs of the whole tiled pipeline / its time
+    conv_peak_gflops: float
+    sr_fraction_of_peak: float
+    peak_memory_mb: float
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def bench_case(
+    model,
+    device: str,
+    precision: str,
+    channels_last: bool,
+    height: int,
+    width: int,
+    tile: int,
+    overlap: int = 16,
+    repeats: int = 2,
+    tile_batch: int | str = "auto",
+) -> tuple[BenchResult, Tensor]:
+    """Benchmark one (model, device, precision, format) case; returns the result and the tiled output."""
+    overlap = min(overlap, tile // 4)
+    tiled = Upscaler(
+        model, device, precision, tile=tile, overlap=overlap, tile_batch=tile_batch, channels_last=channels_last
+    )
+    whole = max(height, width, 2 * overlap)
+    untiled = Upscaler(
+        model, device, precision, tile=whole, cmos_tile=whole, overlap=overlap, channels_last=channels_last
+    )
+    dev, dtype = tiled.device, tiled.precision
+    photo = synthetic_photo(height, width)
+
+    reset_peak_memory(dev)
+    output = tiled.upscale(photo).image
+    peak_mem = peak_memory_bytes(dev)
+    t_tiled, t_untiled = interleaved_best([lambda: tiled.upscale(photo), lambda: untiled.upscale(photo)], dev, repeats)
+    pipeline_flops = count_flops(lambda: tiled.upscale(photo))
+
+    # The SR stage alone on one tile of the benchmark's tile size (its input window with halo), timed
+    # in alternation with the conv peak probe.
+    side_r = min(height, tile + 2 * tiled.halo)
+    side_c = min(width, tile + 2 * tiled.halo)
+    lr, blur, semantic = tiled._probe_inputs(side_r, side_c)
+    sr_flops = count_flops(lambda: tiled._run_sr(lr, blur, semantic, dtype))
+    conv_run, conv_flops = conv_peak_probe(dev, dtype)
+    t_sr, t_conv = interleaved_best([lambda: tiled._run_sr(lr, blur, semantic, dtype), conv_run], dev, repeats + 2)
+    peak = conv_flops / t_conv / 1e9
+    sr_gflops = sr_flops / t_sr / 1e9
+    result = BenchResult(
+        spec=model.card.spec.name,
+        device=str(dev),
+        precision=str(dtype).replace("torch.", ""),
+        channels_last=channels_last,
+        size=f"{height}x{width}",
+        tile=tile,
+        tile_batch=tiled.tile_batch,
+        output_mp_per_s=height * width * model.descriptor.scale**2 / t_tiled / 1e6,
+        tiled_over_untiled=t_tiled / t_untiled,
+        sr_gflops=sr_gflops,
+        pipeline_gflops=pipeline_flops / t_tiled / 1e9,
+        conv_peak_gflops=peak,
+        sr_fraction_of_peak=sr_gflops / peak,
+        peak_memory_mb=peak_mem / 2**20,
+        seconds=t_tiled,
+    )
+    return result, output
+
+
+def peak_rss_case(
+    spec_name: str, height: int, width: int, tile: int, cmos_tile: int, precision: str = "fp32"
+) -> dict[str, float]:
+    """Upscale one synthetic photo in this process and report its memory (run it in a fresh process).
+
+    Returns MiB: ``rss_before`` (model and photo ready), ``peak_rss`` (the process's lifetime peak,
+    VmHWM), ``output`` (the result's image + maps buffers), and the run's seconds.
+    """
+    model = random_model(spec_name)
+    engine = Upscaler(model, "cpu", precision, tile=tile, cmos_tile=cmos_tile, tile_batch=1)
+    photo = synthetic_photo(height, width)
+    before = _status_kib("VmRSS") / 1024
+    t0 = time.perf_counter()
+    result = engine.upscale(photo)
+    seconds = time.perf_counter() - t0
+    output = sum(t.numel() * t.element_size() for t in (result.image, result.blur_lr, result.semantic_lr))
+    return {
+        "height": height,
+        "width": width,
+        "rss_before_mb": before,
+        "peak_rss_mb": _status_kib("VmHWM") / 1024,
+        "output_mb": output / 2**20,
+        "image_buffer_mb": result.image.numel() * 4 / 2**20,
+        "seconds": seconds,
+    }
+
+
+def _status_kib(field_name: str) -> float:
+    """A ``kB`` field of /proc/self/status (Linux); falls back to ru_maxrss for the peak."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field_name + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def peak_rss_subprocess(
+    spec_name: str, height: int, width: int, tile: int, cmos_tile: int, precision: str = "fp32"
+) -> dict[str, float]:
+    """:func:`peak_rss_case` in a fresh Python process, so each size has its own peak."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json; from cmosx.engine.bench import peak_rss_case; "
+        f"print(json.dumps(peak_rss_case({spec_name!r}, {height}, {width}, {tile}, {cmos_tile}, {precision!r})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = (done.stderr or "").strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"peak-memory run {height}x{width} failed: {tail[0]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare_outputs(a: Tensor, b: Tensor) -> float:
+    """PSNR (dB) between two outputs in [0, 1]."""
+    return psnr(a, b)

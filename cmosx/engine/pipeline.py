@@ -1,0 +1,430 @@
+"""The blind-SR pipeline: LR photo -> CMOS blur + semantic maps -> RRDB-SFT -> x4 photo, tiled.
+
+Two tiled stages, both through :class:`~cmosx.engine.runner.TiledRunner` (only tiles go to the device;
+results are blended on the CPU):
+
+1. **Maps.** CMOS runs on large tiles with a large halo (``descriptor.cmos_halo_lr``); the blur
+   sigma and the semantic logits of the tiles are blended at LR resolution into one map per photo.
+   The blur map is then scaled (``blur_scale``) or replaced (``blur_override``), clamped to
+   ``[0, sigma_max]``, and the logits become probabilities (softmax), as in
+   :class:`cmosx.models.blind.BlindSR`.
+2. **SR.** RRDB-SFT runs on (smaller, batched) tiles of the LR photo with the matching crops of those
+   global maps, so every SR tile of a photo is conditioned on the same estimate; the x4 tiles are
+   blended into the output buffer.
+
+The photo is padded once (replicate, bottom/right) so that every tile's input window starts on the
+networks' alignment grid (stride and GIA window grid) and all windows have one shape; the padding is
+cut off again when blending, so no output pixel is ever computed for it beyond what the halo needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cmosx.engine.device import (
+    autocast_context,
+    check_precision_supported,
+    choose_cpu_precision,
+    default_precision,
+    parse_precision,
+    resolve_device,
+)
+from cmosx.engine.memory import MemoryModel, budget_bytes, fit_memory_model
+from cmosx.engine.runner import TiledRunner, Window, crop_core, window_input
+from cmosx.engine.tiles import as_pair, lcm_pair, padded_size
+from cmosx.errors import InputImageError, UsageError
+from cmosx.ops.padding import pad_bottom_right
+
+Progress = Callable[[int, int], None]
+
+MIN_TILE = 16  # the smallest SR core an out-of-memory re-split may use
+CPU_MAX_TILE = 2048  # caps the memory-fitted tile; beyond this the halo overhead is already small
+GPU_MAX_TILE = 1024
+MAX_TILE_BATCH = 16
+
+
+@dataclass
+class MapsResult:
+    """CMOS estimates for one photo (LR resolution, on the CPU)."""
+
+    blur_lr: Tensor  # 1 x H x W float32, Gaussian sigma in HR pixels, in [0, sigma_max]
+    semantic_lr: Tensor  # C x H x W float32 class probabilities
+
+
+@dataclass
+class UpscaleResult:
+    """One upscaled photo and the maps it was conditioned on (all on the CPU)."""
+
+    image: Tensor  # 3 x (scale H) x (scale W) float32 in [0, 1]
+    blur_lr: Tensor  # 1 x H x W sigma (HR px) actually used
+    semantic_lr: Tensor  # C x H x W probabilities actually used
+
+
+@dataclass
+class EngineStats:
+    """What the last run did (for ``cmosx bench`` and tests)."""
+
+    cmos_tiles: int = 0
+    sr_tiles: int = 0
+    redone_fp32: int = 0
+    precision_probe: dict[str, float] = field(default_factory=dict)
+
+
+def alignments(model) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(CMOS, RRDB-SFT) tile alignment (rows, cols) in LR pixels: where tile input windows may start.
+
+    A tile sees the same pixel grid as the whole photo (the CMOS backbone's stride-8 grid, the GIA
+    window grids) when its input window starts on these multiples (see ``cmosx.models.descriptor``).
+    """
+    desc = model.descriptor
+    multiple = as_pair(int(desc.multiple_of))
+    cmos_align = lcm_pair(as_pair(tuple(desc.cmos_align_lr)), multiple)
+    sr_align = lcm_pair(as_pair(tuple(desc.align_lr)), multiple)
+    return cmos_align, sr_align
+
+
+class Upscaler:
+    """Upscale photos x4 with a loaded model on one device (see the module docstring).
+
+    Args:
+        model: a :class:`cmosx.models.weights_io.LoadedModel` (its networks are moved to the device
+            and set to eval mode).
+        device: ``auto`` (CUDA > MPS > CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`cmosx.engine.device`).
+        tile: SR core tile size in LR pixels, or ``auto`` (probe the memory, then fit).
+        overlap: LR pixels neighbouring tiles share (blended with a raised-cosine window).
+        tile_batch: SR tiles per device call, or ``auto`` (1 on the CPU; fitted on GPUs).
+        blur_scale: multiplies the blur map (estimated or given) before clamping to [0, sigma_max].
+        cmos_tile: CMOS core tile size in LR pixels, or ``auto`` (large: the estimate is global
+            whenever the photo fits).
+        channels_last: run the networks in channels-last memory format (much faster convolutions).
+    """
+
+    def __init__(
+        self,
+        model,
+        device: str | torch.device = "auto",
+        precision: str | torch.dtype = "auto",
+        tile: int | str = "auto",
+        overlap: int = 16,
+        tile_batch: int | str = "auto",
+        blur_scale: float = 1.0,
+        cmos_tile: int | str = "auto",
+        channels_last: bool = True,
+    ) -> None:
+        self.model = model
+        self.device = resolve_device(device)
+        desc = model.descriptor
+        self.scale = int(desc.scale)
+        self.num_classes = int(desc.num_classes)
+        self.sigma_max = float(model.card.sigma_max)
+        self.halo = int(desc.halo_lr)
+        self.cmos_halo = int(desc.cmos_halo_lr)
+        self.cmos_align, self.sr_align = alignments(model)
+        if overlap < 0:
+            raise UsageError(f"overlap must be >= 0, got {overlap}")
+        if not (blur_scale >= 0 and math.isfinite(blur_scale)):
+            raise UsageError(f"blur scale must be a finite number >= 0, got {blur_scale}")
+        self.overlap = int(overlap)
+        self.blur_scale = float(blur_scale)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.stats = EngineStats()
+
+        # Moved and set to eval mode in place (the networks run under torch.inference_mode).
+        self.cmos = model.cmos.eval().to(self.device, memory_format=self.memory_format)
+        self.sr = model.sr.eval().to(self.device, memory_format=self.memory_format)
+
+        self.precision = self._choose_precision(precision, desc)
+        self.tile = self._choose_tile(tile, "tile", self.halo, self.sr_align, self._sr_memory_model)
+        self.cmos_tile = self._choose_tile(cmos_tile, "cmos_tile", self.cmos_halo, self.cmos_align, self._cmos_memory)
+        self.cmos_tile = max(self.cmos_tile, self.tile)
+        self.tile_batch = self._choose_batch(tile_batch)
+        if self.overlap * 2 > self.tile:
+            raise UsageError(f"overlap ({self.overlap}) must be at most half the tile size ({self.tile})")
+
+    # ----------------------------------------------------------------- policy
+
+    def _choose_precision(self, precision, desc) -> torch.dtype:
+        requested = parse_precision(precision)
+        if requested is not None:
+            check_precision_supported(requested, self.device)
+            return requested
+        chosen = default_precision(self.device, bool(desc.bf16_safe), bool(desc.fp16_safe))
+        if chosen is not None:
+            return chosen
+        chosen, measured = choose_cpu_precision(
+            self._model_key(include_dtype=False), self._probe_sr, bool(desc.bf16_safe)
+        )
+        self.stats.precision_probe = measured
+        return chosen
+
+    def _model_key(self, include_dtype: bool = True) -> tuple:
+        """Identifies the networks' shapes, device and format (for per-process caches)."""
+        key = (repr(self.cmos.spec), repr(self.sr.spec), self.num_classes, str(self.device), str(self.memory_format))
+        return key + (str(self.precision),) if include_dtype else key
+
+    def _probe_inputs(self, side_rows: int, side_cols: int) -> tuple[Tensor, Tensor, Tensor]:
+        g = torch.Generator().manual_seed(1234)
+        lr = torch.rand(1, 3, side_rows, side_cols, generator=g)
+        lr = F.avg_pool2d(F.pad(lr, (1, 1, 1, 1), mode="replicate"), 3, 1)  # photo-like, not pure noise
+        blur = torch.full((1, 1, side_rows, side_cols), self.sigma_max / 3)
+        semantic = torch.full((1, self.num_classes, side_rows, side_cols), 1.0 / self.num_classes)
+        return lr, blur, semantic
+
+    def _probe_sr(self, dtype: torch.dtype, side: int = 48) -> Tensor:
+        lr, blur, semantic = self._probe_inputs(
+            padded_size(side, self.sr_align[0]), padded_size(side, self.sr_align[1])
+        )
+        return self._run_sr(lr, blur, semantic, dtype)
+
+    def _sr_memory_model(self) -> MemoryModel:
+        rows, cols = padded_size(64, self.sr_align[0]), padded_size(64, self.sr_align[1])
+        inputs = self._probe_inputs(rows, cols)
+
+        def fit():
+            return fit_memory_model(lambda: self._run_sr(*inputs, self.precision), rows * cols, self.device)
+
+        return _cached_memory_model(("sr", self._model_key()), fit)
+
+    def _cmos_memory(self) -> MemoryModel:
+        rows, cols = self.cmos_align
+        lr = self._probe_inputs(rows, cols)[0]
+
+        def fit():
+            return fit_memory_model(lambda: self._run_cmos(lr, self.precision), rows * cols, self.device)
+
+        return _cached_memory_model(("cmos", self._model_key()), fit)
+
+    def _choose_tile(self, tile, name: str, halo: int, align: tuple[int, int], memory: Callable) -> int:
+        if isinstance(tile, str):
+            if tile != "auto":
+                raise UsageError(f"{name} must be a positive number of pixels or 'auto', got {tile!r}")
+            cap = CPU_MAX_TILE if self.device.type == "cpu" else GPU_MAX_TILE
+            if name == "cmos_tile":
+                cap = 2 * max(cap, GPU_MAX_TILE)
+            fitted = memory().tile_for(budget_bytes(self.device), 1, halo, max(align), lo=64, hi=cap)
+            return int(fitted)
+        tile = int(tile)
+        if tile < 8:
+            raise UsageError(f"{name} must be at least 8 LR pixels, got {tile}")
+        return tile
+
+    def _choose_batch(self, tile_batch) -> int:
+        if isinstance(tile_batch, str):
+            if tile_batch != "auto":
+                raise UsageError(f"tile batch must be a positive number or 'auto', got {tile_batch!r}")
+            if self.device.type == "cpu":
+                return 1  # the CPU gains nothing from batching tiles; it only adds memory
+            model = self._sr_memory_model()
+            side_pixels = (self.tile + 2 * self.halo + max(self.sr_align)) ** 2
+            fits = (budget_bytes(self.device) - model.fixed) / max(model.per_pixel * side_pixels, 1.0)
+            return int(min(max(fits, 1), MAX_TILE_BATCH))
+        if int(tile_batch) < 1:
+            raise UsageError(f"tile batch must be at least 1, got {tile_batch}")
+        return int(tile_batch)
+
+    # --------------------------------------------------------------- networks
+
+    def _to_device(self, x: Tensor) -> Tensor:
+        return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    def _run_cmos(self, lr: Tensor, dtype: torch.dtype) -> Tensor:
+        """``B x 3 x h x w`` -> ``B x (1 + C) x h x w`` float32 (blur sigma, logits) on the device."""
+        with torch.inference_mode(), autocast_context(self.device, dtype):
+            out = self.cmos(self._to_device(lr))
+            return torch.cat([out.blur_lr, out.logits_lr], dim=1).float()
+
+    def _run_sr(self, lr: Tensor, blur: Tensor, semantic: Tensor, dtype: torch.dtype) -> Tensor:
+        """LR tiles and their maps -> ``B x 3 x sh x sw`` float32 on the device (not clamped)."""
+        with torch.inference_mode(), autocast_context(self.device, dtype):
+            out = self.sr(self._to_device(lr), self._to_device(blur), self._to_device(semantic))
+            return out.float()
+
+    def _with_fp32_fallback(self, out: Tensor, rerun: Callable[[Tensor, torch.dtype], Tensor]) -> Tensor:
+        """Redo in float32 the tiles of a reduced-precision batch whose output holds NaN or Inf.
+
+        ``rerun(indices, dtype)`` recomputes the batch entries ``indices``.
+        """
+        if self.precision == torch.float32:
+            return out
+        bad = ~torch.isfinite(out).flatten(1).all(dim=1)
+        if not bool(bad.any()):
+            return out
+        indices = bad.nonzero().flatten()
+        self.stats.redone_fp32 += int(indices.numel())
+        out = out.clone()
+        out[indices] = rerun(indices.cpu(), torch.float32)
+        return out
+
+    # ----------------------------------------------------------------- stages
+
+    def _pad(self, x: Tensor, rows: int, cols: int) -> Tensor:
+        return pad_bottom_right(x[None], rows - x.shape[-2], cols - x.shape[-1], mode="replicate")[0]
+
+    def _prepare(self, image: Tensor, rows: int, cols: int) -> Tensor:
+        """The photo padded to ``rows x cols`` and clamped to [0, 1]: one new CPU copy, input untouched."""
+        padded = self._pad(image.detach().to("cpu", torch.float32), rows, cols)
+        if padded.untyped_storage().data_ptr() == image.untyped_storage().data_ptr():
+            return padded.clamp(0, 1)
+        return padded.clamp_(0, 1)
+
+    def _check_image(self, image: Tensor) -> None:
+        if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
+            shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+            raise InputImageError(f"expected an RGB image tensor of shape 3 x H x W, got {shape}")
+        if image.shape[1] < 1 or image.shape[2] < 1:
+            raise InputImageError(f"empty image ({image.shape[1]} x {image.shape[2]})")
+        if not image.is_floating_point():
+            raise InputImageError(f"expected a float image in [0, 1], got dtype {image.dtype}")
+
+    def _estimate(self, padded: Tensor, size: tuple[int, int], sr_size: tuple[int, int], progress) -> Tensor:
+        """CMOS over the padded photo -> ``(1 + C) x sr_rows x sr_cols`` (raw blur sigma, logits) on the CPU."""
+
+        def compute(windows: list[Window]) -> list[Tensor]:
+            lr = torch.stack([window_input(padded, w) for w in windows])
+            out = self._run_cmos(lr, self.precision)
+            out = self._with_fp32_fallback(out, lambda idx, d: self._run_cmos(lr[idx], d))
+            return [crop_core(o, w, 1).cpu() for o, w in zip(out, windows, strict=True)]
+
+        runner = TiledRunner(compute, 1 + self.num_classes, 1, self.device, min_tile=max(self.cmos_align))
+        out = runner.run(
+            padded.shape[-2],
+            padded.shape[-1],
+            self.cmos_tile,
+            self.overlap,
+            self.cmos_halo,
+            self.cmos_align,
+            batch=1,
+            progress=progress,
+            limit=sr_size,
+        )
+        self.stats.cmos_tiles = runner.tiles_run
+        return out
+
+    def _maps_from_estimate(self, raw: Tensor, blur_override: Tensor | None, size: tuple[int, int]) -> Tensor:
+        """Turn the raw estimate into the conditions, in place: blur scaled/replaced and clamped, softmax."""
+        if blur_override is not None:
+            raw[0:1] = self._pad(self._override_lr(blur_override, size), raw.shape[-2], raw.shape[-1])
+        if self.blur_scale != 1.0:
+            raw[0:1].mul_(self.blur_scale)
+        raw[0:1].clamp_(0.0, self.sigma_max)
+        for y0 in range(0, raw.shape[1], 256):  # softmax by strips: no second C x H x W buffer
+            raw[1:, y0 : y0 + 256] = torch.softmax(raw[1:, y0 : y0 + 256], dim=0)
+        return raw
+
+    def _override_lr(self, blur: Tensor, size: tuple[int, int]) -> Tensor:
+        """A user blur map (``1 x H x W`` at LR or ``1 x sH x sW`` at HR, sigma in HR px) -> ``1 x H x W``."""
+        h, w = size
+        if blur.dim() == 2:
+            blur = blur[None]
+        blur = blur.float()
+        if tuple(blur.shape) == (1, h * self.scale, w * self.scale):
+            blur = F.avg_pool2d(blur[None], self.scale)[0]
+        if tuple(blur.shape) != (1, h, w):
+            raise UsageError(
+                f"blur map has size {tuple(blur.shape[-2:])}; expected {h} x {w} (LR) "
+                f"or {h * self.scale} x {w * self.scale} (HR)"
+            )
+        if not bool(torch.isfinite(blur).all()):
+            raise UsageError("blur map holds NaN or infinite values")
+        return blur
+
+    def _sizes(self, image: Tensor) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        h, w = image.shape[-2:]
+        align = lcm_pair(self.cmos_align, self.sr_align)
+        padded = (padded_size(h, align[0]), padded_size(w, align[1]))
+        sr_size = (padded_size(h, self.sr_align[0]), padded_size(w, self.sr_align[1]))
+        return (h, w), padded, sr_size
+
+    def _count(self, rows: int, cols: int, tile: int, halo: int, align, limit) -> int:
+        return TiledRunner.count_tiles(rows, cols, tile, self.overlap, halo, align, limit)
+
+    def estimate_maps(self, image: Tensor, progress: Progress | None = None) -> MapsResult:
+        """CMOS maps only: ``3 x H x W`` in [0, 1] -> :class:`MapsResult` (blur scaled by ``blur_scale``)."""
+        self._check_image(image)
+        size, padded_rows_cols, sr_size = self._sizes(image)
+        padded = self._prepare(image, *padded_rows_cols)
+        raw = self._estimate(padded, size, sr_size, progress)
+        maps = self._maps_from_estimate(raw, None, size)
+        h, w = size
+        return MapsResult(blur_lr=maps[0:1, :h, :w], semantic_lr=maps[1:, :h, :w])
+
+    def upscale(
+        self, image: Tensor, progress: Progress | None = None, blur_override: Tensor | None = None
+    ) -> UpscaleResult:
+        """Upscale one photo: ``3 x H x W`` float in [0, 1] (CPU) -> :class:`UpscaleResult` (CPU).
+
+        ``progress(done, total)`` is called with tiles done over both stages (monotonic, ends at total).
+        ``blur_override``: a blur sigma map (HR px) at LR (``1 x H x W``) or HR size used instead of the
+        estimate (the semantics are still estimated).
+        """
+        self._check_image(image)
+        size, padded_size_rc, sr_size = self._sizes(image)
+        padded = self._prepare(image, *padded_size_rc)
+        n_cmos = self._count(*padded_size_rc, self.cmos_tile, self.cmos_halo, self.cmos_align, sr_size)
+        n_sr = self._count(*sr_size, self.tile, self.halo, self.sr_align, size)
+        total = n_cmos + n_sr
+        report = _StagedProgress(progress, total)
+
+        raw = self._estimate(padded, size, sr_size, report.stage(0))
+        maps = self._maps_from_estimate(raw, blur_override, size)
+        blur, semantic = maps[0:1], maps[1:]
+        lr = padded[:, : sr_size[0], : sr_size[1]]
+
+        def compute(windows: list[Window]) -> list[Tensor]:
+            crops = [torch.stack([window_input(t, w) for w in windows]) for t in (lr, blur, semantic)]
+            out = self._run_sr(*crops, self.precision)
+            out = self._with_fp32_fallback(out, lambda idx, d: self._run_sr(*(c[idx] for c in crops), d))
+            return [crop_core(o, w, self.scale).cpu() for o, w in zip(out, windows, strict=True)]
+
+        runner = TiledRunner(compute, 3, self.scale, self.device, min_tile=MIN_TILE)
+        out = runner.run(
+            sr_size[0],
+            sr_size[1],
+            self.tile,
+            self.overlap,
+            self.halo,
+            self.sr_align,
+            batch=self.tile_batch,
+            progress=report.stage(n_cmos),
+            limit=size,
+        )
+        self.stats.sr_tiles = runner.tiles_run
+        out.clamp_(0.0, 1.0)
+        h, w = size
+        return UpscaleResult(image=out, blur_lr=blur[:, :h, :w], semantic_lr=semantic[:, :h, :w])
+
+
+_memory_models: dict[tuple, MemoryModel] = {}
+
+
+def _cached_memory_model(key: tuple, fit: Callable[[], MemoryModel]) -> MemoryModel:
+    """Probe once per process and model shape (probing runs the network)."""
+    if key not in _memory_models:
+        _memory_models[key] = fit()
+    return _memory_models[key]
+
+
+class _StagedProgress:
+    """Turns per-stage (done, total) reports into one monotonic (done, total) over all stages."""
+
+    def __init__(self, progress: Progress | None, total: int):
+        self.progress, self.total, self.last = progress, total, -1
+
+    def stage(self, offset: int) -> Progress | None:
+        if self.progress is None:
+            return None
+
+        def report(done: int, _stage_total: int) -> None:
+            value = offset + done
+            if value > self.last:
+                self.last = value
+                self.progress(value, self.total)
+
+        return report

@@ -1,0 +1,189 @@
+"""Benchmark of the model specs on this machine: forward time, FLOPs, achieved GFLOP/s, bf16 error,
+and the receptive-field (halo) probe behind :mod:`cmosx.models.descriptor`.
+
+Run ``python -m cmosx.models.bench`` (add ``--halo`` for the halo probe, ``--specs tiny,lite`` to pick
+specs). The functions return plain rows; only :func:`main` prints. ``cmosx bench`` may reuse them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cmosx.models.cmos import CMOS
+from cmosx.models.rrdb_sft import RRDBSFT
+from cmosx.models.specs import SPECS
+
+MEGAPIXELS_12_LR = 750 * 1000  # LR pixels of a 12-megapixel x4 output (3000 x 4000)
+
+
+@dataclass
+class BenchRow:
+    name: str  # e.g. "lite/cmos"
+    gflop: float  # forward FLOPs (2 per multiply-accumulate) / 1e9
+    seconds_fp32: float  # contiguous (NCHW) layout
+    seconds_cl: float  # channels_last
+    seconds_bf16: float  # channels_last under torch.autocast(bfloat16)
+    bf16_max_abs_diff: float  # vs the fp32 output
+
+    @property
+    def gflops_cl(self) -> float:
+        return self.gflop / self.seconds_cl
+
+
+def time_call(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Best wall time of ``fn`` over ``repeats`` runs after one warm-up run, in seconds (the minimum is the
+    least disturbed by other processes on a shared machine)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def count_flops(fn: Callable[[], object]) -> float:
+    """FLOPs counted by ``torch.utils.flop_counter`` (convolutions, matmuls; not elementwise ops)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def reference_conv(height: int, width: int, channels: int = 64, repeats: int = 3) -> tuple[float, float]:
+    """(seconds, GFLOP/s) of one channels_last fp32 3x3 conv ``channels -> channels`` on ``height x width``."""
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    x = torch.rand(1, channels, height, width).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        seconds = time_call(lambda: conv(x), repeats)
+    return seconds, 2 * channels * channels * 9 * height * width / seconds / 1e9
+
+
+def _bench_pair(name: str, forward: Callable[[bool], torch.Tensor], repeats: int) -> BenchRow:
+    with torch.no_grad():
+        gflop = count_flops(lambda: forward(False)) / 1e9
+        seconds_fp32 = time_call(lambda: forward(False), repeats)
+        seconds_cl = time_call(lambda: forward(True), repeats)
+        reference = forward(True).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            seconds_bf16 = time_call(lambda: forward(True), repeats)
+            low = forward(True).float()
+    diff = float((low - reference).abs().max())
+    return BenchRow(name, gflop, seconds_fp32, seconds_cl, seconds_bf16, diff)
+
+
+def benchmark_spec(spec_name: str, height: int = 120, width: int = 160, num_classes: int = 40, repeats: int = 3):
+    """Rows for CMOS and RRDB-SFT of a spec (random weights, eval mode) on a ``height x width`` LR input."""
+    spec = SPECS[spec_name]
+    torch.manual_seed(0)
+    cmos = CMOS(spec.cmos, num_classes).eval()
+    sr = RRDBSFT(spec.sr, num_classes).eval()
+    lr = torch.rand(1, 3, height, width)
+    blur = torch.rand(1, 1, height, width) * 5
+    semantic = torch.softmax(torch.randn(1, num_classes, height, width), dim=1)
+    layouts = {
+        False: (cmos, sr, lr, blur, semantic),
+        True: tuple(t.to(memory_format=torch.channels_last) for t in (cmos, sr, lr, blur, semantic)),
+    }
+
+    def run_cmos(channels_last: bool) -> torch.Tensor:
+        net, _, x, _, _ = layouts[channels_last]
+        return net(x).blur_lr
+
+    def run_sr(channels_last: bool) -> torch.Tensor:
+        _, net, x, b, s = layouts[channels_last]
+        return net(x, b, s)
+
+    return [_bench_pair(f"{spec_name}/cmos", run_cmos, repeats), _bench_pair(f"{spec_name}/sr", run_sr, repeats)]
+
+
+def probe_weights(module: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Open every GIA path for a receptive-field probe: gates 1, random flow, random BN statistics."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.endswith(("alpha", "beta")):
+                param.fill_(1.0)
+            if name.endswith("flow.weight"):
+                param.normal_(0, 0.05, generator=generator)
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.running_mean.normal_(0, 0.1, generator=generator)
+                layer.running_var.uniform_(0.5, 2.0, generator=generator)
+    return module.eval()
+
+
+def influence_radius(
+    forward: Callable[..., torch.Tensor], channels: list[int], height: int, width: int, thresholds=(1e-2, 1e-3, 1e-4)
+) -> dict[float, int]:
+    """Largest Chebyshev distance (LR px) from the centre where |d output(centre) / d input| exceeds each
+    threshold times its maximum. ``forward`` takes one ``1 x c x H x W`` tensor per entry of ``channels``."""
+    inputs = [torch.rand(1, c, height, width, requires_grad=True) for c in channels]
+    out = forward(*inputs)
+    scale = out.shape[-1] // width
+    cy, cx = height // 2, width // 2
+    out[..., cy * scale : (cy + 1) * scale, cx * scale : (cx + 1) * scale].abs().sum().backward()
+    influence = sum(x.grad.abs().sum(dim=1)[0] for x in inputs)
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    distance = torch.maximum((ys - cy).abs(), (xs - cx).abs())
+    peak = influence.max()
+    return {t: int(distance[influence > t * peak].max()) for t in thresholds}
+
+
+def measure_halos(spec_name: str, height: int = 360, width: int = 480, num_classes: int = 12) -> dict[str, dict]:
+    """Influence radii of both networks of a spec with :func:`probe_weights`."""
+    spec = SPECS[spec_name]
+    torch.manual_seed(0)
+    cmos = probe_weights(CMOS(spec.cmos, num_classes))
+    sr = probe_weights(RRDBSFT(spec.sr, num_classes))
+    sr_radius = influence_radius(
+        lambda x, b, s: sr(x, b * 5, torch.softmax(3 * s, dim=1)), [3, 1, num_classes], height, width
+    )
+
+    def cmos_out(x: torch.Tensor) -> torch.Tensor:
+        maps = cmos(x)
+        return torch.cat([maps.blur_lr, maps.logits_lr], dim=1)
+
+    return {"sr": sr_radius, "cmos": influence_radius(cmos_out, [3], height, width)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--specs", default="tiny,lite,paper")
+    parser.add_argument("--size", default="120x160", help="LR input size HxW")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--halo", action="store_true", help="also run the receptive-field probe")
+    args = parser.parse_args(argv)
+    height, width = (int(v) for v in args.size.lower().split("x"))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, LR input {height}x{width}, fp32 unless noted")
+    ref_s, ref_rate = reference_conv(height, width)
+    print(f"reference: channels_last 3x3 conv 64->64: {ref_s * 1e3:.1f} ms, {ref_rate:.0f} GFLOP/s")
+    header = f"{'network':<12} {'GFLOP':>8} {'MMAC/px':>8} {'NCHW ms':>9} {'CL ms':>8} {'CL GFLOP/s':>10}"
+    header += f" {'% ref':>6} {'bf16 ms':>8} {'bf16 maxdiff':>12}"
+    print(header)
+    totals: dict[str, float] = {}
+    for name in args.specs.split(","):
+        for row in benchmark_spec(name, height, width, repeats=args.repeats):
+            macs_per_px = row.gflop * 1e9 / 2 / (height * width) / 1e6
+            print(
+                f"{row.name:<12} {row.gflop:8.2f} {macs_per_px:8.3f} {row.seconds_fp32 * 1e3:9.1f} "
+                f"{row.seconds_cl * 1e3:8.1f} {row.gflops_cl:10.0f} {100 * row.gflops_cl / ref_rate:6.0f} "
+                f"{row.seconds_bf16 * 1e3:8.1f} {row.bf16_max_abs_diff:12.2e}"
+            )
+            totals[name] = totals.get(name, 0.0) + min(row.seconds_cl, row.seconds_bf16)
+    for name, seconds in totals.items():
+        projected = seconds * MEGAPIXELS_12_LR / (height * width)
+        print(f"{name}: CMOS + SR {seconds * 1e3:.0f} ms -> about {projected:.1f} s for a 12 MP x4 output (no tiling)")
+    if args.halo:
+        for name in args.specs.split(","):
+            if name != "paper":
+                print(f"halo probe {name}: {measure_halos(name)}")
+
+
+if __name__ == "__main__":
+    main()

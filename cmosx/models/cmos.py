@@ -1,0 +1,139 @@
+"""CMOS: joint estimation of a defocus blur map and a semantic map from an LR image (paper Sec. 4.1).
+
+HRNet backbone -> per scale, initial task prediction (ITP) heads for blur and semantics -> GIA_m makes
+the two tasks interact at that scale -> GIA_b / GIA_s carry each task to the next finer scale ->
+ITP_0 also gives auxiliary (deep-supervision) outputs -> GIA_l at every scale -> per task, the four
+scales are upsampled to the finest, concatenated and decoded by two 1x1 convs. Both maps are predicted
+at LR resolution; :class:`CMOSOutput` upsamples them bilinearly to HR size.
+
+Any input size works: the input is padded (replicate) at the bottom/right to a multiple of 8 and the
+outputs are cropped back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cmosx.models.gia import GIA
+from cmosx.models.hrnet import BasicBlock, HRNetBackbone
+from cmosx.models.specs import CMOSSpec
+from cmosx.ops.padding import crop_to, pad_to_multiple
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BACKBONE_MULTIPLE = 8  # the backbone halves the resolution three times
+
+
+@dataclass
+class CMOSOutput:
+    """CMOS predictions at LR resolution (``h x w`` = input size)."""
+
+    blur_lr: Tensor  # B x 1 x h x w, Gaussian sigma in HR pixels (unconstrained regression)
+    logits_lr: Tensor  # B x C x h x w semantic logits
+    aux_blur_lr: Tensor  # B x 1 x h x w, deep-supervision output of ITP_0
+    aux_logits_lr: Tensor  # B x C x h x w
+    scale: int = 4
+
+    def blur_hr(self) -> Tensor:
+        """Blur sigma map bilinearly upsampled x scale: B x 1 x H x W."""
+        return F.interpolate(self.blur_lr, scale_factor=self.scale, mode="bilinear", align_corners=False)
+
+    def logits_hr(self) -> Tensor:
+        """Semantic logits bilinearly upsampled x scale: B x C x H x W."""
+        return F.interpolate(self.logits_lr, scale_factor=self.scale, mode="bilinear", align_corners=False)
+
+
+class TaskHead(nn.Module):
+    """Initial task prediction: ``blocks`` residual basic blocks (channels unchanged)."""
+
+    def __init__(self, channels: int, blocks: int) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*[BasicBlock(channels) for _ in range(blocks)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(x)
+
+
+class FinalHead(nn.Module):
+    """1x1 conv (concat -> hidden) + BN + ReLU, then 1x1 conv hidden -> outputs."""
+
+    def __init__(self, in_ch: int, hidden: int, out_ch: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_ch, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)
+        )
+        self.out = nn.Conv2d(hidden, out_ch, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.body(x))
+
+
+class CMOS(nn.Module):
+    """Blur + semantic estimator. forward(lr: B x 3 x h x w in [0, 1]) -> :class:`CMOSOutput`."""
+
+    def __init__(self, spec: CMOSSpec, num_classes: int, scale: int = 4) -> None:
+        super().__init__()
+        self.spec, self.num_classes, self.scale = spec, num_classes, scale
+        widths, gia = spec.widths, spec.gia
+        self.backbone = HRNetBackbone(spec)
+        self.itp_blur = nn.ModuleList(TaskHead(w, spec.itp_blocks) for w in widths)
+        self.itp_seg = nn.ModuleList(TaskHead(w, spec.itp_blocks) for w in widths)
+        # index i of gia_m / gia_b / gia_s is the scale it starts from (1..3); index 0 unused
+        self.gia_m = nn.ModuleList(
+            [nn.Identity()] + [GIA(widths[i], widths[i], spec.groups[i], gia) for i in (1, 2, 3)]
+        )
+        self.gia_b = nn.ModuleList(
+            [nn.Identity()] + [GIA(widths[i], widths[i - 1], spec.groups[i - 1], gia, 1) for i in (1, 2, 3)]
+        )
+        self.gia_s = nn.ModuleList(
+            [nn.Identity()] + [GIA(widths[i], widths[i - 1], spec.groups[i - 1], gia, 1) for i in (1, 2, 3)]
+        )
+        self.gia_l = nn.ModuleList(GIA(w, w, r, gia) for w, r in zip(widths, spec.groups, strict=True))
+        self.aux_blur = nn.Conv2d(widths[0], 1, 1)
+        self.aux_seg = nn.Conv2d(widths[0], num_classes, 1)
+        total = sum(widths)
+        hidden = spec.head_channels or total
+        self.head_blur = FinalHead(total, hidden, 1)
+        self.head_seg = FinalHead(total, hidden, num_classes)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1), persistent=False)
+
+    def forward(self, lr: Tensor) -> CMOSOutput:
+        h, w = lr.shape[-2:]
+        x = (lr - self.mean.to(lr.dtype)) / self.std.to(lr.dtype)
+        x = pad_to_multiple(x, (BACKBONE_MULTIPLE, BACKBONE_MULTIPLE), "replicate")
+        feats = self.backbone(x)
+
+        blur: list[Tensor] = [feats[0]] * 4  # per-scale ITP outputs, filled from coarse to fine
+        seg: list[Tensor] = [feats[0]] * 4
+        in_blur = in_seg = feats[3]
+        for i in (3, 2, 1, 0):
+            blur[i], seg[i] = self.itp_blur[i](in_blur), self.itp_seg[i](in_seg)
+            if i > 0:
+                mixed_blur, mixed_seg = self.gia_m[i](blur[i], seg[i])
+                in_blur = self.gia_b[i](mixed_blur, feats[i - 1])
+                in_seg = self.gia_s[i](mixed_seg, feats[i - 1])
+        aux_blur, aux_seg = self.aux_blur(blur[0]), self.aux_seg(seg[0])
+
+        size = blur[0].shape[-2:]
+        final_blur, final_seg = [], []
+        for i in range(4):
+            fb, fs = self.gia_l[i](blur[i], seg[i])
+            if i > 0:
+                fb = F.interpolate(fb, size=size, mode="bilinear", align_corners=False)
+                fs = F.interpolate(fs, size=size, mode="bilinear", align_corners=False)
+            final_blur.append(fb)
+            final_seg.append(fs)
+        out_blur = self.head_blur(torch.cat(final_blur, dim=1))
+        out_seg = self.head_seg(torch.cat(final_seg, dim=1))
+        return CMOSOutput(
+            blur_lr=crop_to(out_blur, h, w),
+            logits_lr=crop_to(out_seg, h, w),
+            aux_blur_lr=crop_to(aux_blur, h, w),
+            aux_logits_lr=crop_to(aux_seg, h, w),
+            scale=self.scale,
+        )

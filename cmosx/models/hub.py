@@ -1,0 +1,239 @@
+"""Resolve a model reference to a :class:`LoadedModel`: bundled name, local path or Hugging Face Hub.
+
+References:
+
+- ``None``: the bundled default (``default`` in ``weights/manifest.json``, else ``cmosx-lite-synth``);
+- a bundled name listed in ``weights/manifest.json`` (checked against its sha256);
+- a local path: a folder with ``model.safetensors`` + ``config.json``, or a ``.safetensors`` file with
+  ``<stem>.json`` or ``config.json`` beside it;
+- ``hf://owner/repo[@revision][/path/in/repo.safetensors]`` fetched with
+  ``huggingface_hub.hf_hub_download`` (default file ``model.safetensors``, its config ``config.json``
+  in the same repo folder). Pin a revision (a commit hash) for reproducible results. The cache folder
+  (``HF_HUB_CACHE``) and offline mode (``HF_HUB_OFFLINE=1``: cache only) are read at call time. Files
+  stored with Git LFS sit in the cache under their sha256, which is verified.
+
+The bundled folder is the package ``cmosx._weights`` (``weights/`` in the source tree), found with
+``importlib.resources`` so it works from a wheel install. Its manifest::
+
+    {"default": "cmosx-lite-synth",
+     "models": {"cmosx-lite-synth": {"weights": "cmosx-lite-synth.safetensors",
+                                     "config": "cmosx-lite-synth.json", "sha256": "...", "size": 123}}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from cmosx.errors import ChecksumError, ModelError
+from cmosx.models.weights_io import LoadedModel, ModelCard, load_model, read_card, sha256_file
+
+DEFAULT_MODEL_NAME = "cmosx-lite-synth"
+HUB_PREFIX = "hf://"
+_HUB_REF = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[\w.-]+))?(?:/(?P<file>[^@]+))?$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """One entry of ``weights/manifest.json`` with absolute paths."""
+
+    name: str
+    weights_path: Path
+    config_path: Path
+    sha256: str
+    size: int  # bytes of the weights file as recorded in the manifest
+    is_default: bool = False
+
+    def card(self) -> ModelCard:
+        return read_card(self.config_path)
+
+    def verify(self) -> str:
+        """Recompute the sha256; :class:`ChecksumError` on a mismatch, :class:`ModelError` if missing."""
+        if not self.weights_path.is_file():
+            raise ModelError(f"{self.weights_path}: bundled weights file not found")
+        digest = sha256_file(self.weights_path)
+        if digest != self.sha256:
+            raise ChecksumError(f"{self.weights_path}: sha256 mismatch (expected {self.sha256}, got {digest})")
+        return digest
+
+
+def bundled_dir() -> Path:
+    """The folder holding bundled weights and ``manifest.json`` (package ``cmosx._weights``)."""
+    return Path(str(resources.files("cmosx._weights")))
+
+
+def _read_manifest(folder: Path) -> dict:
+    path = folder / "manifest.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {"models": {}}
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"{path}: cannot read the weights manifest: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models", {}), dict):
+        raise ModelError(f'{path}: malformed weights manifest (expected {{"models": {{...}}}})')
+    return data
+
+
+def bundled_models() -> list[BundledModel]:
+    """Every model listed in the bundled manifest (empty while none is shipped)."""
+    folder = bundled_dir()
+    manifest = _read_manifest(folder)
+    default = manifest.get("default", DEFAULT_MODEL_NAME)
+    models = []
+    for name, entry in sorted(manifest.get("models", {}).items()):
+        try:
+            models.append(
+                BundledModel(
+                    name=name,
+                    weights_path=folder / entry["weights"],
+                    config_path=folder / entry["config"],
+                    sha256=str(entry["sha256"]).lower(),
+                    size=int(entry.get("size", 0)),
+                    is_default=name == default,
+                )
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelError(f"{folder / 'manifest.json'}: bad entry for {name!r}: {error}") from None
+    return models
+
+
+def register_bundled(name: str, weights_file: str, config_file: str, default: bool = True) -> BundledModel:
+    """Add (or replace) a model already copied into the bundled folder to the manifest (atomic write)."""
+    folder = bundled_dir()
+    weights_path = folder / weights_file
+    if not weights_path.is_file() or not (folder / config_file).is_file():
+        raise ModelError(f"{folder}: {weights_file} and {config_file} must be in the bundled folder first")
+    manifest = _read_manifest(folder)
+    entry = {
+        "weights": weights_file,
+        "config": config_file,
+        "sha256": sha256_file(weights_path),
+        "size": weights_path.stat().st_size,
+    }
+    manifest.setdefault("models", {})[name] = entry
+    if default:
+        manifest["default"] = name
+    path = folder / "manifest.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return next(m for m in bundled_models() if m.name == name)
+
+
+def _load_bundled(name: str | None) -> LoadedModel:
+    models = bundled_models()
+    if name is None:
+        default = [m for m in models if m.is_default]
+        if not default:
+            raise ModelError(
+                "no bundled model is installed (weights/manifest.json lists none); "
+                "pass --model with a local path or an hf://owner/repo reference"
+            )
+        model = default[0]
+    else:
+        model = next(m for m in models if m.name == name)
+    model.verify()
+    return load_model(model.weights_path, model.config_path, expected_sha256=model.sha256, source=model.name)
+
+
+def _local_config_for(weights: Path) -> Path:
+    for candidate in (weights.with_suffix(".json"), weights.parent / "config.json"):
+        if candidate.is_file():
+            return candidate
+    raise ModelError(f"{weights}: no model config beside it ({weights.stem}.json or config.json)")
+
+
+def _load_local(path: Path) -> LoadedModel:
+    if path.is_dir():
+        weights, config = path / "model.safetensors", path / "config.json"
+        if not weights.is_file():
+            raise ModelError(f"{path}: folder has no model.safetensors")
+        return load_model(weights, config, source=str(path))
+    if path.suffix != ".safetensors":
+        raise ModelError(f"{path}: not a .safetensors weights file or a model folder")
+    return load_model(path, _local_config_for(path), source=str(path))
+
+
+def parse_hub_reference(ref: str) -> tuple[str, str | None, str]:
+    """``hf://owner/repo[@revision][/file]`` -> (repo_id, revision or None, file in repo)."""
+    match = _HUB_REF.match(ref[len(HUB_PREFIX) :]) if ref.startswith(HUB_PREFIX) else None
+    if match is None:
+        raise ModelError(f"bad Hub reference {ref!r}: expected hf://owner/repo[@revision][/file.safetensors]")
+    filename = match.group("file") or "model.safetensors"
+    if not filename.endswith(".safetensors"):
+        raise ModelError(f"bad Hub reference {ref!r}: the file must be a .safetensors file")
+    return match.group("repo"), match.group("rev"), filename
+
+
+def _hub_download(repo: str, filename: str, revision: str | None, ref: str) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+    )
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
+    cache_dir = os.environ.get("HF_HUB_CACHE") or None
+    try:
+        path = hf_hub_download(
+            repo_id=repo,
+            filename=filename,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=offline,
+            library_name="cmosx",
+        )
+    except LocalEntryNotFoundError:
+        where = "the local Hub cache (offline mode)" if offline else "the Hub or the local cache"
+        raise ModelError(f"{ref}: {filename} not found in {where}") from None
+    except EntryNotFoundError:
+        raise ModelError(f"{ref}: the repository has no file {filename}") from None
+    except (HfHubHTTPError, HFValidationError, OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"{ref}: cannot download {filename}: {first_line}") from None
+    return Path(path)
+
+
+def _verify_lfs_blob(path: Path, ref: str) -> str:
+    """Files stored with Git LFS are cached as ``blobs/<sha256>``: check the content against that name."""
+    blob = path.resolve()
+    digest = sha256_file(blob)
+    if _SHA256.match(blob.name) and digest != blob.name:
+        raise ChecksumError(f"{ref}: {path.name} sha256 mismatch (expected {blob.name}, got {digest})")
+    return digest
+
+
+def _load_hub(ref: str) -> LoadedModel:
+    repo, revision, filename = parse_hub_reference(ref)
+    weights = _hub_download(repo, filename, revision, ref)
+    folder = filename.rsplit("/", 1)[0] + "/" if "/" in filename else ""
+    config = _hub_download(repo, folder + "config.json", revision, ref)
+    digest = _verify_lfs_blob(weights, ref)
+    return load_model(weights, config, expected_sha256=digest, source=ref)
+
+
+def resolve_model(ref: str | None) -> LoadedModel:
+    """Load the model ``ref`` names (see the module docstring); :class:`ModelError` if it cannot."""
+    if ref is None:
+        return _load_bundled(None)
+    if ref.startswith(HUB_PREFIX):
+        return _load_hub(ref)
+    names = [m.name for m in bundled_models()]
+    if ref in names:
+        return _load_bundled(ref)
+    path = Path(ref).expanduser()
+    if path.exists():
+        return _load_local(path)
+    known = ", ".join(names) if names else "none installed"
+    raise ModelError(
+        f"unknown model {ref!r}: not a bundled name (bundled: {known}), not an existing path, "
+        "and not an hf://owner/repo reference"
+    )

@@ -1,0 +1,226 @@
+"""Save and load a model as ``model.safetensors`` + ``config.json`` (never pickle).
+
+The weights file holds the state dicts of both networks under the prefixes ``cmos.`` and ``sr.``;
+the config is a :class:`ModelCard` in JSON (spec, classes, scale, blur sigma range, training recipe,
+measured metrics). Loading is strict: missing, unexpected or mis-shaped tensors raise
+:class:`ModelError` naming them; a sha256 that differs from the expected one raises
+:class:`ChecksumError`. Writes are atomic (temporary file in the same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from cmosx.errors import ChecksumError, ModelError
+from cmosx.models.blind import BlindSR
+from cmosx.models.cmos import CMOS
+from cmosx.models.descriptor import ModelDescriptor, describe
+from cmosx.models.rrdb_sft import RRDBSFT
+from cmosx.models.specs import ModelSpec, spec_from_dict, spec_to_dict
+
+CONFIG_FORMAT = "cmosx-model"
+CONFIG_VERSION = 1
+PREFIXES = ("cmos.", "sr.")
+
+
+@dataclass
+class ModelCard:
+    """Everything about a trained model except its tensors; stored as config.json."""
+
+    name: str
+    spec: ModelSpec
+    num_classes: int
+    class_names: list[str]
+    scale: int = 4
+    sigma_max: float = 5.0  # blur sigma range [0, sigma_max] in HR pixels
+    recipe: dict[str, Any] = field(default_factory=dict)  # training data, stages, steps, seed, ...
+    metrics: dict[str, Any] = field(default_factory=dict)  # measured figures (PSNR, mIoU, ...)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) != self.num_classes:
+            raise ModelError(
+                f"model card {self.name!r}: {len(self.class_names)} class names for {self.num_classes} classes"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["spec"] = spec_to_dict(self.spec)
+        return {"format": CONFIG_FORMAT, "format_version": CONFIG_VERSION, **data}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "config") -> ModelCard:
+        if not isinstance(data, dict) or data.get("format") != CONFIG_FORMAT:
+            raise ModelError(f'{where}: not a cmosx model config (no "format": "{CONFIG_FORMAT}")')
+        if data.get("format_version") != CONFIG_VERSION:
+            raise ModelError(f"{where}: unsupported config format_version {data.get('format_version')!r}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+        unknown = sorted(set(body) - fields)
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = sorted(name for name in required if name not in body)
+        if unknown or missing:
+            raise ModelError(f"{where}: missing field(s) {missing or '-'}, unknown field(s) {unknown or '-'}")
+        try:
+            body["spec"] = spec_from_dict(body["spec"])
+            return cls(**body)
+        except ModelError as error:
+            raise ModelError(f"{where}: {error}") from None
+        except (TypeError, ValueError) as error:
+            raise ModelError(f"{where}: malformed model config: {error}") from None
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "config") -> ModelCard:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ModelError(f"{where}: invalid JSON: {error}") from None
+        return cls.from_dict(data, where)
+
+
+@dataclass
+class LoadedModel:
+    """Both networks in eval mode on the CPU, their card and descriptor, and where they came from."""
+
+    cmos: CMOS
+    sr: RRDBSFT
+    card: ModelCard
+    descriptor: ModelDescriptor
+    source: str
+    sha256: str = ""
+
+    def blind_sr(self) -> BlindSR:
+        """CMOS + RRDB-SFT chained (estimated maps condition the SR network)."""
+        return BlindSR(self.cmos, self.sr, sigma_max=self.card.sigma_max)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; weights and configs are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_networks(card: ModelCard) -> tuple[CMOS, RRDBSFT]:
+    """Fresh (untrained) networks for a card."""
+    return (
+        CMOS(card.spec.cmos, card.num_classes, card.scale),
+        RRDBSFT(card.spec.sr, card.num_classes, card.scale),
+    )
+
+
+def save_model(weights_path: Path, config_path: Path, cmos: CMOS, sr: RRDBSFT, card: ModelCard) -> str:
+    """Write both networks' tensors (safetensors) and the card (JSON); return the weights' sha256."""
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, net in zip(PREFIXES, (cmos, sr), strict=True):
+        for key, value in net.state_dict().items():
+            tensors[prefix + key] = value.detach().to("cpu").contiguous()
+    metadata = {"format": "pt", "cmosx_model": card.name}
+    _atomic_write(Path(weights_path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    text = card.to_json()
+    _atomic_write(Path(config_path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return sha256_file(Path(weights_path))
+
+
+def read_card(config_path: Path) -> ModelCard:
+    """The :class:`ModelCard` stored in ``config_path``."""
+    config_path = Path(config_path)
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelError(f"{config_path}: model config not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelError(f"{config_path}: cannot read model config: {error}") from None
+    return ModelCard.from_json(text, str(config_path))
+
+
+def _listed(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _load_into(net: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, where: str) -> None:
+    expected = net.state_dict()
+    given = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listed([prefix + k for k in missing])}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listed([prefix + k for k in unexpected])}")
+    shapes = [
+        f"{prefix}{k} {tuple(given[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in given and given[k].shape != v.shape
+    ]
+    if shapes:
+        problems.append(f"shape mismatch: {_listed(shapes, 4)}")
+    if problems:
+        raise ModelError(f"{where}: weights do not match the config: {'; '.join(problems)}")
+    net.load_state_dict(given, strict=True)
+
+
+def load_model(
+    weights_path: Path, config_path: Path, expected_sha256: str | None = None, source: str | None = None
+) -> LoadedModel:
+    """Load a model saved by :func:`save_model`; both networks are returned in eval mode on the CPU."""
+    weights_path, config_path = Path(weights_path), Path(config_path)
+    if not weights_path.is_file():
+        raise ModelError(f"{weights_path}: weights file not found")
+    digest = sha256_file(weights_path)
+    if expected_sha256 is not None and digest != expected_sha256.lower():
+        raise ChecksumError(f"{weights_path}: sha256 mismatch (expected {expected_sha256}, got {digest})")
+    card = read_card(config_path)
+    try:
+        tensors = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelError(f"{weights_path}: not a readable safetensors file: {error}") from None
+    stray = sorted(k for k in tensors if not k.startswith(PREFIXES))
+    if stray:
+        raise ModelError(f"{weights_path}: weights do not match the config: unexpected keys: {_listed(stray)}")
+    cmos, sr = build_networks(card)
+    _load_into(cmos, tensors, "cmos.", str(weights_path))
+    _load_into(sr, tensors, "sr.", str(weights_path))
+    return LoadedModel(
+        cmos=cmos.eval(),
+        sr=sr.eval(),
+        card=card,
+        descriptor=describe(card.spec, card.num_classes),
+        source=source or str(weights_path),
+        sha256=digest,
+    )

@@ -1,0 +1,177 @@
+"""The Upscaler on a seeded random-weight tiny model: tiled == untiled, maps, OOM, NaN fallback, progress."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cmosx.engine.bench import random_model, synthetic_photo
+from cmosx.engine.device import psnr
+from cmosx.engine.pipeline import Upscaler
+from cmosx.errors import InputImageError, UsageError
+
+SIGMA_MAX = 5.0
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return random_model("tiny", num_classes=6, seed=7)
+
+
+def make(model, **kwargs):
+    kwargs.setdefault("device", "cpu")
+    kwargs.setdefault("precision", "fp32")
+    kwargs.setdefault("cmos_tile", 4096)
+    return Upscaler(model, **kwargs)
+
+
+def untiled(model, image, **kwargs):
+    return make(model, tile=4096, **kwargs).upscale(image)
+
+
+def test_untiled_pipeline_equals_the_chained_networks(tiny):
+    image = synthetic_photo(120, 160, seed=1)  # already on the alignment grid: no padding anywhere
+    image[0, 0, 0] = 1.5  # out of range: clamped for the networks, but the caller's tensor is left alone
+    result = untiled(tiny, image)
+    assert image[0, 0, 0] == 1.5
+    image = image.clamp(0, 1)
+    with torch.inference_mode():
+        direct = tiny.blind_sr()(image[None])
+    assert result.image.shape == (3, 480, 640)
+    assert torch.allclose(result.image, direct.sr[0].clamp(0, 1), atol=1e-5)
+    assert torch.allclose(result.blur_lr, direct.maps.blur_lr[0].clamp(0, SIGMA_MAX), atol=1e-5)
+    assert torch.allclose(result.semantic_lr, torch.softmax(direct.maps.logits_lr[0], 0), atol=1e-5)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 97), (83, 1), (7, 5), (97, 181)])
+def test_tiled_equals_untiled_for_odd_thin_and_tiny_images(tiny, h, w):
+    image = synthetic_photo(h, w, seed=h * w)
+    reference = untiled(tiny, image)
+    seen = []
+    engine = make(tiny, tile=64, overlap=16, tile_batch=3)
+    original = engine._run_sr
+    engine._run_sr = lambda lr, *rest: seen.append(lr.shape) or original(lr, *rest)
+    out = engine.upscale(image)
+    if h * w > 10000:  # larger than one tile window: the network saw slices, not the whole photo
+        assert engine.stats.sr_tiles > 1 and all(s[-1] < w or s[-2] < h for s in seen)
+    assert out.image.shape == (3, 4 * h, 4 * w) and out.blur_lr.shape == (1, h, w)
+    assert psnr(out.image, reference.image) >= 45
+    assert psnr(out.blur_lr, reference.blur_lr, peak=SIGMA_MAX) >= 45
+    assert out.semantic_lr.shape == (6, h, w)
+
+
+@pytest.mark.slow
+def test_cmos_tiles_with_halo_match_the_global_estimate(tiny):
+    # 800 columns > one CMOS tile window (160 core + 2 x 160 halo, on the 160-column grid): real CMOS tiling.
+    image = synthetic_photo(8, 700, seed=3)
+    reference = make(tiny, tile=4096).estimate_maps(image)
+    engine = make(tiny, tile=128, cmos_tile=160)
+    maps = engine.estimate_maps(image)
+    assert engine.stats.cmos_tiles > 1
+    assert psnr(maps.blur_lr, reference.blur_lr, peak=SIGMA_MAX) >= 45
+    assert torch.allclose(maps.semantic_lr, reference.semantic_lr, atol=1e-4)
+
+
+def test_constant_image_stays_constant_through_padding_tiles_and_blending(tiny, monkeypatch):
+    # An identity-like SR network (nearest x4): any darkening would come from the engine.
+    def nearest(self, lr, blur, semantic, dtype):
+        return F.interpolate(lr, scale_factor=4, mode="nearest")
+
+    monkeypatch.setattr(Upscaler, "_run_sr", nearest)
+    image = torch.full((3, 61, 87), 0.6)
+    out = make(tiny, tile=32, overlap=8).upscale(image).image
+    assert torch.allclose(out, torch.full_like(out, 0.6), atol=1e-6)
+
+
+def test_constant_image_through_the_model_has_no_tile_seams(tiny):
+    image = torch.full((3, 75, 100), 0.5)
+    reference = untiled(tiny, image).image
+    out = make(tiny, tile=32, overlap=8).upscale(image).image
+    assert psnr(out, reference) >= 45 and float((out - reference).abs().max()) < 1e-4
+
+
+def test_out_of_memory_on_a_second_row_tile_is_recovered(tiny, monkeypatch):
+    image = synthetic_photo(100, 140, seed=5)
+    reference = make(tiny, tile=48, overlap=8, tile_batch=1).upscale(image).image
+    original = Upscaler._run_sr
+    state = {"raised": 0}
+
+    def flaky(self, lr, blur, semantic, dtype):
+        if lr.shape[-2] >= 48 and state["raised"] == 0 and state.setdefault("calls", 0) >= 5:
+            state["raised"] += 1
+            raise torch.OutOfMemoryError("injected")
+        state["calls"] += 1
+        return original(self, lr, blur, semantic, dtype)
+
+    monkeypatch.setattr(Upscaler, "_run_sr", flaky)
+    out = make(tiny, tile=48, overlap=8, tile_batch=1).upscale(image).image
+    assert state["raised"] == 1
+    assert psnr(out, reference) >= 45
+
+
+def test_non_finite_reduced_precision_tiles_are_redone_in_fp32(tiny, monkeypatch):
+    image = synthetic_photo(40, 90, seed=9)
+    reference = make(tiny, tile=48, overlap=8).upscale(image).image
+    original = Upscaler._run_sr
+
+    def overflowing(self, lr, blur, semantic, dtype):
+        out = original(self, lr, blur, semantic, torch.float32)
+        if dtype != torch.float32:
+            out[-1] = float("inf")  # only the last tile of each batch overflows
+        return out
+
+    monkeypatch.setattr(Upscaler, "_run_sr", overflowing)
+    engine = make(tiny, precision="bf16", tile=48, overlap=8, tile_batch=2)
+    out = engine.upscale(image).image
+    assert engine.stats.redone_fp32 == engine.stats.sr_tiles // 2  # one per batch of two, not the whole batch
+    assert torch.isfinite(out).all() and psnr(out, reference) >= 45
+
+
+def test_progress_is_monotonic_over_both_stages(tiny):
+    seen = []
+    make(tiny, tile=32, overlap=8).upscale(synthetic_photo(50, 70), progress=lambda d, t: seen.append((d, t)))
+    total = seen[-1][1]
+    assert seen[-1] == (total, total) and total > 2
+    assert all(t == total for _, t in seen)
+    assert all(b[0] > a[0] for a, b in zip(seen, seen[1:], strict=False))
+
+
+def test_blur_scale_and_override_condition_the_sr_network(tiny):
+    image = synthetic_photo(30, 40, seed=11)
+    given = torch.full((1, 30, 40), 2.0)
+    result = make(tiny, tile=4096, blur_scale=1.5).upscale(image, blur_override=given)
+    assert torch.allclose(result.blur_lr, torch.full_like(given, 3.0))
+    hr_map = torch.full((1, 120, 160), 2.0)  # an HR-size map is area-downsampled
+    again = make(tiny, tile=4096, blur_scale=1.5).upscale(image, blur_override=hr_map)
+    assert torch.allclose(again.image, result.image)
+    with torch.inference_mode():
+        direct = tiny.sr(image[None], result.blur_lr[None], result.semantic_lr[None])[0].clamp(0, 1)
+    assert psnr(result.image, direct) >= 45
+    scaled = make(tiny, tile=4096, blur_scale=100.0).estimate_maps(image)
+    assert float(scaled.blur_lr.max()) <= SIGMA_MAX  # clamped to the trained range
+    with pytest.raises(UsageError):
+        make(tiny, tile=4096).upscale(image, blur_override=torch.ones(1, 10, 10))
+
+
+def test_bad_inputs_and_settings_are_clear_errors(tiny):
+    with pytest.raises(InputImageError):
+        make(tiny, tile=64).upscale(torch.rand(4, 10, 10))
+    with pytest.raises(UsageError):
+        make(tiny, tile=64, overlap=40)
+    with pytest.raises(UsageError):
+        make(tiny, tile="big")
+    with pytest.raises(UsageError):
+        make(tiny, tile=64, blur_scale=-1.0)
+
+
+def test_auto_settings_measure_precision_and_fit_the_tile_on_the_cpu(tiny, monkeypatch):
+    import cmosx.engine.device as device_mod
+
+    monkeypatch.delenv("CMOSX_CPU_BF16", raising=False)
+    monkeypatch.setattr(device_mod, "_cpu_precision_cache", {})
+    engine = Upscaler(tiny)  # everything auto
+    assert engine.device.type == "cpu" or torch.cuda.is_available()
+    if engine.device.type == "cpu":
+        assert engine.precision in (torch.float32, torch.bfloat16)
+        assert set(engine.stats.precision_probe) == {"speedup", "psnr_db"}
+        assert engine.tile_batch == 1
+    assert 64 <= engine.tile <= 2048 and engine.cmos_tile >= engine.tile

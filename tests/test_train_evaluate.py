@@ -1,0 +1,119 @@
+"""Evaluation with a known answer, and the train -> export -> eval path through the CLI."""
+
+import json
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cmosx.models.specs import get_spec
+from cmosx.train.evaluate import evaluate, format_table
+from cmosx.train.runs import Networks, build_cmos, build_sr
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _zero_networks() -> Networks:
+    """Networks whose parameters are all zero: SR output 0, blur 0, logits 0 (so class 0 everywhere)."""
+    spec = get_spec("tiny")
+    cmos, sr = build_cmos(spec, 2), build_sr(spec, 2)
+    with torch.no_grad():
+        for p in list(cmos.parameters()) + list(sr.parameters()):
+            p.zero_()
+    return Networks(spec=spec, num_classes=2, class_names=["a", "b"], sigma_max=5.0, cmos=cmos, sr=sr, source="zero")
+
+
+def _flat_sample(value: float = 0.5, size: int = 32) -> dict:
+    labels = torch.zeros(size, size, dtype=torch.int64)
+    labels[:, size // 2 :] = 1
+    labels[0, 0] = 255
+    return {
+        "hr": torch.full((3, size, size), value),
+        "lr": torch.full((3, size // 4, size // 4), value),
+        "blur": torch.full((1, size, size), 2.5),
+        "labels": labels,
+        "space_invariant": torch.tensor(True),
+    }
+
+
+def test_known_answer_on_flat_images():
+    report = evaluate(_zero_networks(), {1: [_flat_sample()], 2: [_flat_sample(), _flat_sample()]}, dataset_name="flat")
+    # bicubic of a flat image is exact
+    assert report.rows["bicubic"]["mean"]["psnr_y"] == math.inf
+    # SR output 0 -> Y = 16/255; HR 0.5 -> Y = (16 + 219 * 0.5) / 255: difference 109.5 / 255 everywhere
+    expected = 20 * math.log10(255 / 109.5)
+    for row in ("model", "upper bound"):
+        assert report.rows[row]["1"]["psnr_y"] == pytest.approx(expected, abs=1e-6)
+        assert report.rows[row]["mean"]["psnr_y"] == pytest.approx(expected, abs=1e-6)
+    m = report.rows["model"]["mean"]
+    # blur 0 vs 2.5 / sigma_max 5 = 0.5 -> 20 log10(2) dB; SSIM of flat maps = C1 / (0.25 + C1)
+    assert m["blur_psnr"] == pytest.approx(20 * math.log10(2), abs=1e-9)
+    assert m["blur_ssim"] == pytest.approx(1e-4 / (0.25 + 1e-4), rel=1e-6)
+    # class 0 predicted everywhere: IoU 0.5 for class 0 (half the valid pixels), 0 for class 1
+    assert m["miou"] == pytest.approx(0.25, abs=2e-3)
+    assert report.border == 4 and report.images_per_group == {"1": 1, "2": 2}
+    assert "border crop 4 px" in format_table(report)
+
+
+def test_cli_trains_three_stages_exports_and_evaluates(tmp_path, monkeypatch):
+    from cmosx.cli.main import app
+    from cmosx.models import hub
+    from cmosx.train.export import export_run
+
+    runner = CliRunner()
+    common = ["--dataset", "synthetic-bsr", "--spec", "tiny", "--steps", "2", "--batch-size", "2", "--crop", "32"]
+    common += ["--scene-size", "64x64", "--threads", "1", "-q"]
+    for stage in ("estimator", "sr"):
+        result = runner.invoke(app, ["train", "--stage", stage, "--out", str(tmp_path / stage), *common])
+        assert result.exit_code == 0, result.output
+    model_dir = tmp_path / "model"
+    blind = ["train", "--stage", "blind", "--out", str(tmp_path / "blind"), *common]
+    blind += ["--estimator", str(tmp_path / "estimator"), "--init", str(tmp_path / "sr"), "--export", str(model_dir)]
+    result = runner.invoke(app, [*blind, "--export-eval", "0"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((model_dir / "config.json").read_text())
+    assert card["recipe"]["stages"]["blind"]["sessions"][0]["end_step"] == 2
+    assert card["recipe"]["stages"]["estimator"]["config"]["stage"] == "estimator"
+    # export by NAME into the bundled folder (a temporary one here): manifest entry, loadable by name
+    bundled = tmp_path / "weights"
+    bundled.mkdir()
+    (bundled / "manifest.json").write_text('{"models": {}}')
+    monkeypatch.setattr(hub, "bundled_dir", lambda: bundled)
+    written = export_run(tmp_path / "blind", "tiny-test", eval_images=0)
+    assert written.weights == bundled / "tiny-test.safetensors"
+    manifest = json.loads((bundled / "manifest.json").read_text())
+    assert manifest["default"] == "tiny-test" and manifest["models"]["tiny-test"]["sha256"] == written.sha256
+    loaded = hub.resolve_model("tiny-test")
+    assert loaded.card.recipe["conditioning"] == {"blur": True, "semantics": True}
+    # a second run into the same folder without --resume is refused
+    again = runner.invoke(app, ["train", "--stage", "sr", "--out", str(tmp_path / "sr"), *common])
+    assert again.exit_code == 2 and "--resume" in again.output
+    # unknown option values are usage errors
+    bad = runner.invoke(app, ["train", "--stage", "sr", "--gia", "XYZ", "--out", str(tmp_path / "x"), *common])
+    assert bad.exit_code == 2 and "GIA" in bad.output
+
+
+def test_cli_eval_json_on_a_tiny_synthetic_group(tmp_path, monkeypatch):
+    from cmosx.cli.main import app
+    from cmosx.train import sources
+
+    monkeypatch.setattr(sources, "SYNTHETIC_TEST_SIZE", (64, 64))
+    monkeypatch.setattr(sources, "SYNTHETIC_TEST_COUNT", 2)
+    runner = CliRunner()
+    common = ["--dataset", "synthetic-bsr", "--spec", "tiny", "--steps", "1", "--batch-size", "2", "--crop", "32"]
+    common += ["--scene-size", "64x64", "--threads", "1", "-q"]
+    assert runner.invoke(app, ["train", "--stage", "sr", "--out", str(tmp_path / "sr"), *common]).exit_code == 0
+    result = runner.invoke(
+        app, ["eval", "--dataset", "synthetic-bsr", "--model", str(tmp_path / "sr"), "--groups", "2", "--json", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["images_per_group"] == {"2": 2} and set(report["rows"]) == {"bicubic", "upper bound"}
+    assert 10 < report["rows"]["bicubic"]["mean"]["psnr_y"] < 60

@@ -1,0 +1,121 @@
+"""Where training and evaluation data come from, and what they say about themselves.
+
+- ``synthetic-bsr`` without an on-disk copy: training streams :class:`~cmosx.train.data.SyntheticBSR`
+  (train split code, a new scene for every sample number); evaluation renders the held-out test groups in
+  memory with the same generator (test split code, so never seen in training) -- :class:`SyntheticTestGroup`.
+- Any dataset folder written by ``cmosx dataset generate`` (``--root``): :func:`cmosx.train.data.storage.open_dataset`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from cmosx.errors import DatasetError, UsageError
+from cmosx.train.config import TrainConfig
+
+# Classes and largest sigma of the paper's sets (kernel 21 -> sigma_max 5; kernel 61 -> 15).
+_SIGMA_MAX = {"synthetic-bsr": 5.0, "nyuv2-bsr": 5.0, "cityscapes-bsr": 15.0}
+SYNTHETIC_TEST_SIZE = (480, 640)
+SYNTHETIC_TEST_COUNT = 50  # images per synthetic test group rendered in memory (no --root)
+STREAM_LENGTH = 1 << 40  # "infinite" streaming dataset: sample k is scene k
+
+
+@dataclass
+class DataInfo:
+    """What a dataset tells the trainer and the evaluator."""
+
+    name: str
+    class_names: list[str]
+    sigma_max: float
+    streaming: bool  # a new sample for every index (no epochs, no shuffling needed)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _has_dataset(root: str | Path | None) -> bool:
+    return root is not None and (Path(root) / "dataset.json").is_file()
+
+
+def _folder_info(name: str, ds: Any) -> DataInfo:
+    info = getattr(ds, "info", {})
+    sigma_max = float(info.get("sigma_max", _SIGMA_MAX[name]))
+    return DataInfo(name=name, class_names=list(ds.classes), sigma_max=sigma_max, streaming=False)
+
+
+def open_train_data(config: TrainConfig) -> tuple[Dataset, DataInfo]:
+    """The training dataset of a run and its description."""
+    from cmosx.train.data.storage import open_dataset
+
+    if _has_dataset(config.root):
+        ds = open_dataset(config.dataset, config.root, "train")
+        return ds, _folder_info(config.dataset, ds)
+    if config.dataset != "synthetic-bsr":
+        where = config.root or "(no --root given)"
+        raise DatasetError(
+            f"{where}: no {config.dataset} dataset there; create it first with "
+            f"'cmosx dataset generate {config.dataset} --out DIR' and pass --root DIR"
+        )
+    from cmosx.train.data import SYNTHETIC_CLASSES, SyntheticBSR
+    from cmosx.train.data.degrade import Degradation
+
+    degradation = Degradation(noise_sigma=config.lr_noise, jpeg_quality=config.lr_jpeg)
+    fraction = 1.0 if config.space_invariant_only else config.space_invariant_fraction
+    ds = SyntheticBSR(
+        seed=config.seed,
+        size=config.scene_size,
+        kernel_size=21,
+        space_invariant_fraction=fraction,
+        length=STREAM_LENGTH,
+        degradation=degradation,
+    )
+    return ds, DataInfo("synthetic-bsr", list(SYNTHETIC_CLASSES), _SIGMA_MAX["synthetic-bsr"], streaming=True)
+
+
+class SyntheticTestGroup(Dataset):
+    """Test group ``group`` (1-5) of synthetic-bsr rendered in memory: ``count`` held-out scenes.
+
+    Group g blurs a different fifth of the images space-invariantly (the same rule as the on-disk sets).
+    """
+
+    def __init__(self, group: int, seed: int = 0, count: int = SYNTHETIC_TEST_COUNT, size=SYNTHETIC_TEST_SIZE):
+        from cmosx.train.data.splits import space_invariant_mask
+
+        self.group, self.seed, self.count, self.size = group, seed, count, tuple(size)
+        self.mask = space_invariant_mask(count, seed, "test", group)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> dict:
+        from cmosx.train.data.synthetic import synthetic_sample
+
+        sample, _ = synthetic_sample(self.seed, "test", i, self.size, 21, bool(self.mask[i]))
+        return sample
+
+
+def open_test_group(
+    name: str, root: str | Path | None, group: int, seed: int = 0, count: int | None = None, size=None
+) -> tuple[Dataset, DataInfo]:
+    """Test group ``group`` of a dataset (on disk under ``root``, or synthetic-bsr rendered in memory)."""
+    if group not in (1, 2, 3, 4, 5):
+        raise UsageError(f"test groups are 1-5, got {group}")
+    if _has_dataset(root):
+        from cmosx.train.data.storage import open_dataset
+
+        ds = open_dataset(name, root, "test", group)
+        return ds, _folder_info(name, ds)
+    if name != "synthetic-bsr":
+        where = root or "(no --root given)"
+        raise DatasetError(
+            f"{where}: no {name} dataset there; create it with 'cmosx dataset generate {name} --out DIR'"
+        )
+    from cmosx.train.data import SYNTHETIC_CLASSES
+
+    ds = SyntheticTestGroup(group, seed, count or SYNTHETIC_TEST_COUNT, size or SYNTHETIC_TEST_SIZE)
+    return ds, DataInfo(name, list(SYNTHETIC_CLASSES), _SIGMA_MAX[name], streaming=False)
