@@ -1,23 +1,42 @@
-"""`cmosx bench` end to end on the tiny spec (a smoke run: the figures themselves are not asserted)."""
+"""`cmosx bench`: the measuring code on the tiny spec, and the command's table, PSNR lines and JSON."""
 
 import json
 
+import pytest
+import torch
 from typer.testing import CliRunner
 
+import cmosx.engine.bench as bench
 from cmosx.cli.main import app
 
 
-def test_bench_prints_a_row_and_writes_json(tmp_path):
+@pytest.mark.slow
+def test_bench_case_measures_speed_flops_and_memory():
+    model = bench.random_model("tiny")
+    result, output = bench.bench_case(model, "cpu", "fp32", True, 24, 30, tile=16, repeats=1)
+    assert output.shape == (3, 96, 120)
+    for key in ("output_mp_per_s", "sr_gflops", "pipeline_gflops", "conv_peak_gflops", "peak_memory_mb"):
+        assert result.as_dict()[key] > 0
+    assert result.tiled_over_untiled > 0 and result.precision == "float32" and result.tile == 16
+
+
+def test_bench_command_prints_rows_psnr_and_json(tmp_path, monkeypatch):
+    def fake_case(model, device, precision, channels_last, height, width, tile, **kwargs):
+        fields = {name: 1.0 for name in bench.BenchResult.__dataclass_fields__}
+        fields.update(spec="tiny", device=device, precision=precision, channels_last=channels_last)
+        fields.update(size=f"{height}x{width}", tile=tile, tile_batch=1)
+        out = torch.full((3, 4 * height, 4 * width), 0.5 if precision == "fp32" else 0.51)
+        return bench.BenchResult(**fields), out
+
+    monkeypatch.setattr(bench, "bench_case", fake_case)
     out = tmp_path / "bench.json"
     args = ["bench", "--spec", "tiny", "--device", "cpu", "--precision", "fp32", "--precision", "bf16"]
-    args += ["--size", "24x30"]
-    result = CliRunner().invoke(app, [*args, "--tile", "16", "--repeats", "1", "--json", str(out)])
+    result = CliRunner().invoke(app, [*args, "--size", "8x10", "--layout", "both", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    assert "tiny" in result.output and "PSNR tiny cpu cl float32 vs bfloat16" in result.output
-    row, _ = json.loads(out.read_text())["results"]
-    for key in ("output_mp_per_s", "sr_gflops", "conv_peak_gflops", "tiled_over_untiled", "peak_memory_mb"):
-        assert row[key] > 0
-    assert row["precision"] == "float32" and row["tile"] == 16
+    assert result.output.count("tiny   cpu") == 4
+    assert "PSNR tiny cpu cl fp32 vs bf16: 40.0 dB" in result.output
+    data = json.loads(out.read_text())
+    assert len(data["results"]) == 4 and len(data["comparisons"]) == 2
 
 
 def test_bench_rejects_bad_options():

@@ -26,6 +26,18 @@ def test_cuda_tiled_equals_untiled_and_agrees_with_the_cpu(lite):
     assert psnr(untiled.image, cpu.image) >= 45  # TF32 convolutions stay close to the CPU's fp32
 
 
+def test_cmos_tiles_with_halo_match_the_global_estimate(lite):
+    # Wider than one CMOS tile window (160 core + 2 x 160 halo on the 160-column grid): real CMOS tiling.
+    # (On the GPU because it is too slow for the CPU test budget.)
+    image = synthetic_photo(200, 1400, seed=3)
+    reference = Upscaler(lite, "cuda", "fp32", tile=4096, cmos_tile=4096).estimate_maps(image)
+    engine = Upscaler(lite, "cuda", "fp32", tile=128, cmos_tile=160)
+    maps = engine.estimate_maps(image)
+    assert engine.stats.cmos_tiles > 4
+    assert psnr(maps.blur_lr, reference.blur_lr, peak=5.0) >= 45
+    assert torch.allclose(maps.semantic_lr, reference.semantic_lr, atol=1e-4)
+
+
 def test_cuda_auto_policy_uses_bf16_batches_and_stays_close_to_fp32(lite):
     engine = Upscaler(lite)  # all auto
     assert engine.device.type == "cuda" and engine.precision == torch.bfloat16 and engine.tile_batch >= 1

@@ -90,6 +90,17 @@ def test_cli_trains_three_stages_exports_and_evaluates(tmp_path, monkeypatch):
     assert written.weights == bundled / "tiny-test.safetensors"
     manifest = json.loads((bundled / "manifest.json").read_text())
     assert manifest["default"] == "tiny-test" and manifest["models"]["tiny-test"]["sha256"] == written.sha256
+    # `cmosx weights export` stores a `cmosx eval --json` report in the card; `weights list` shows its means
+    report = {"dataset": "synthetic-bsr", "groups": [1], "rows": {"bicubic": {"mean": {"psnr_y": 25.5}}}}
+    (tmp_path / "eval.json").write_text(json.dumps(report))
+    exported = runner.invoke(
+        app, ["weights", "export", str(tmp_path / "blind"), "tiny-two", "--metrics", str(tmp_path / "eval.json")]
+    )
+    assert exported.exit_code == 0, exported.output
+    assert hub.resolve_model("tiny-two").card.metrics == report
+    listing = runner.invoke(app, ["weights", "list"])
+    assert listing.exit_code == 0 and "bicubic: psnr_y 25.5" in listing.output
+    assert "tiny-test (default)" in listing.output
     loaded = hub.resolve_model("tiny-test")
     assert loaded.card.recipe["conditioning"] == {"blur": True, "semantics": True}
     # a second run into the same folder without --resume is refused

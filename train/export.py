@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from cmosx.errors import ModelError, UsageError
 from cmosx.train.runs import is_run_dir, load_networks, read_run_info
 
@@ -61,11 +63,13 @@ def export_run(
     metrics: dict[str, Any] | None = None,
     description: str = "",
     make_default: bool | None = None,
+    storage_dtype: str | None = None,
 ) -> Exported:
     """Write the model of a blind run to ``dest`` (a bundled NAME or a folder path).
 
     ``metrics``: figures to store; if None and ``eval_images`` > 0, the run's dataset test groups are
-    evaluated (``eval_images`` images per group) and stored. ``make_default``: for a bundled NAME, make it
+    evaluated (``eval_images`` images per group) and stored. ``storage_dtype``: "float16" stores the
+    weights at half size (they load back into float32). ``make_default``: for a bundled NAME, make it
     the default model (None: only when the manifest has no default yet).
     """
     from cmosx.models.weights_io import ModelCard, save_model
@@ -110,7 +114,10 @@ def export_run(
         description=description
         or f"CMOS + RRDB-SFT ({info.config.spec}) trained on {info.config.dataset} with cmosx train",
     )
-    sha = save_model(weights, config, nets.cmos, nets.sr, card)
+    dtypes = {None: None, "float32": None, "float16": torch.float16}
+    if storage_dtype not in dtypes:
+        raise UsageError(f"storage dtype {storage_dtype!r}: use float32 or float16")
+    sha = save_model(weights, config, nets.cmos, nets.sr, card, storage_dtype=dtypes[storage_dtype])
     if bundled:
         if make_default is None:
             make_default = not any(m.is_default for m in bundled_models())

@@ -1,7 +1,8 @@
-"""``cmosx weights``: list and verify the bundled model weights."""
+"""``cmosx weights``: list, verify and export model weights."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -9,7 +10,7 @@ import typer
 from cmosx.cli._common import report_errors
 from cmosx.errors import CmosxError, UsageError
 
-group = typer.Typer(help="List and verify the bundled model weights.", no_args_is_help=True)
+group = typer.Typer(help="List, verify and export model weights.", no_args_is_help=True)
 
 NO_MODEL = "No bundled model is installed yet (weights/manifest.json lists none)."
 
@@ -21,6 +22,15 @@ def register(app: typer.Typer) -> None:
 def _figures(metrics: dict) -> str:
     if not metrics:
         return "none recorded"
+    rows = metrics.get("rows")
+    if isinstance(rows, dict):  # a `cmosx eval` report: show each row's mean over the test groups
+        lines = []
+        for row, per_group in rows.items():
+            mean = per_group.get("mean", {})
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in mean.items() if isinstance(v, (int, float)))
+            lines.append(f"{row}: {shown}")
+        where = f"{metrics.get('dataset', '?')} groups {metrics.get('groups', '?')}"
+        return f"({where}, mean)\n    " + "\n    ".join(lines)
     parts = []
     for key, value in metrics.items():
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -79,3 +89,46 @@ def verify_command(
             typer.echo(f"OK  {model.name}  sha256 {digest}")
     if failed:
         raise typer.Exit(1)
+
+
+@group.command(name="export")
+@report_errors
+def export_command(
+    run: Annotated[Path, typer.Argument(help="A blind-stage run folder (cmosx train --stage blind).")],
+    dest: Annotated[str, typer.Argument(help="A NAME (bundled into weights/) or a folder path.")],
+    metrics: Annotated[
+        Optional[Path],
+        typer.Option("--metrics", help="A `cmosx eval --json` report to store in the model card."),
+    ] = None,
+    eval_images: Annotated[
+        int, typer.Option("--eval-images", help="Without --metrics: images per test group to evaluate (0: none).")
+    ] = 20,
+    description: Annotated[str, typer.Option("--description", help="One paragraph for the model card.")] = "",
+    half: Annotated[
+        bool, typer.Option("--half", help="Store the weights as float16 (half the file; loaded back as float32).")
+    ] = False,
+    default: Annotated[
+        Optional[bool], typer.Option("--default/--no-default", help="Make it the default bundled model.")
+    ] = None,
+) -> None:
+    """Write a trained run as safetensors + model card (and register it in weights/manifest.json)."""
+    import json
+
+    from cmosx.train.export import export_run
+
+    figures = None
+    if metrics is not None:
+        try:
+            figures = json.loads(metrics.read_text())
+        except (OSError, ValueError) as error:
+            raise UsageError(f"{metrics}: not a readable JSON report ({error})") from None
+    written = export_run(
+        run,
+        dest,
+        eval_images=eval_images,
+        metrics=figures,
+        description=description,
+        make_default=default,
+        storage_dtype="float16" if half else None,
+    )
+    typer.echo(f"exported {written.weights} (sha256 {written.sha256}) and {written.config}")

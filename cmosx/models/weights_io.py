@@ -143,12 +143,26 @@ def build_networks(card: ModelCard) -> tuple[CMOS, RRDBSFT]:
     )
 
 
-def save_model(weights_path: Path, config_path: Path, cmos: CMOS, sr: RRDBSFT, card: ModelCard) -> str:
-    """Write both networks' tensors (safetensors) and the card (JSON); return the weights' sha256."""
+def save_model(
+    weights_path: Path,
+    config_path: Path,
+    cmos: CMOS,
+    sr: RRDBSFT,
+    card: ModelCard,
+    storage_dtype: torch.dtype | None = None,
+) -> str:
+    """Write both networks' tensors (safetensors) and the card (JSON); return the weights' sha256.
+
+    ``storage_dtype`` (e.g. ``torch.float16``) stores floating-point tensors in that type to halve the
+    file; loading copies them back into the networks' float32 parameters.
+    """
     tensors: dict[str, torch.Tensor] = {}
     for prefix, net in zip(PREFIXES, (cmos, sr), strict=True):
         for key, value in net.state_dict().items():
-            tensors[prefix + key] = value.detach().to("cpu").contiguous()
+            value = value.detach().to("cpu")
+            if storage_dtype is not None and value.is_floating_point():
+                value = value.to(storage_dtype)
+            tensors[prefix + key] = value.contiguous()
     metadata = {"format": "pt", "cmosx_model": card.name}
     _atomic_write(Path(weights_path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     text = card.to_json()
