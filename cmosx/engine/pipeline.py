@@ -12,9 +12,12 @@ results are blended on the CPU):
    global maps, so every SR tile of a photo is conditioned on the same estimate; the x4 tiles are
    blended into the output buffer.
 
-The photo is padded once (replicate, bottom/right) so that every tile's input window starts on the
-networks' alignment grid (stride and GIA window grid) and all windows have one shape; the padding is
-cut off again when blending, so no output pixel is ever computed for it beyond what the halo needs.
+The photo is first framed by one alignment cell (``sr_align`` rows / columns) of replicated pixels on
+every side, so that no output pixel near the photo's border sees the networks' zero padding (a trained
+network darkens or brightens a few pixels in the corners otherwise); the frame is cropped from the
+results. The framed photo is then padded once (replicate, bottom/right) so that every tile's input
+window starts on the networks' alignment grid (stride and GIA window grid) and all windows have one
+shape; that padding is cut off again when blending.
 
 With the model's halos and alignment (``cmosx.models.descriptor``) tiled output equals untiled output
 for specs whose GIA pools per window (``exact_tiling``, e.g. ``tiny``/``lite``). For the ``paper`` spec
@@ -352,9 +355,23 @@ class Upscaler:
     def _count(self, rows: int, cols: int, tile: int, halo: int, align, limit) -> int:
         return TiledRunner.count_tiles(rows, cols, tile, self.overlap, halo, align, limit)
 
+    def _frame(self, x: Tensor) -> Tensor:
+        """``C x H x W`` -> ``C x (H + 2 mr) x (W + 2 mc)``, replicated border of one alignment cell."""
+        mr, mc = self.sr_align
+        return F.pad(x.detach().to("cpu", torch.float32)[None], (mc, mc, mr, mr), mode="replicate")[0]
+
+    def _unframe(self, x: Tensor, scale: int = 1) -> Tensor:
+        """Cut the frame of :meth:`_frame` off a result at ``scale`` x LR resolution."""
+        mr, mc = self.sr_align[0] * scale, self.sr_align[1] * scale
+        return x[:, mr : x.shape[-2] - mr, mc : x.shape[-1] - mc]
+
     def estimate_maps(self, image: Tensor, progress: Progress | None = None) -> MapsResult:
         """CMOS maps only: ``3 x H x W`` in [0, 1] -> :class:`MapsResult` (blur scaled by ``blur_scale``)."""
         self._check_image(image)
+        framed = self._estimate_maps_framed(self._frame(image), progress)
+        return MapsResult(blur_lr=self._unframe(framed.blur_lr), semantic_lr=self._unframe(framed.semantic_lr))
+
+    def _estimate_maps_framed(self, image: Tensor, progress: Progress | None) -> MapsResult:
         size, padded_rows_cols, sr_size = self._sizes(image)
         padded = self._prepare(image, *padded_rows_cols)
         raw = self._estimate(padded, size, sr_size, progress)
@@ -372,6 +389,16 @@ class Upscaler:
         estimate (the semantics are still estimated).
         """
         self._check_image(image)
+        if blur_override is not None:
+            blur_override = self._frame(self._override_lr(blur_override, tuple(image.shape[-2:])))
+        framed = self._upscale_framed(self._frame(image), progress, blur_override)
+        return UpscaleResult(
+            image=self._unframe(framed.image, self.scale),
+            blur_lr=self._unframe(framed.blur_lr),
+            semantic_lr=self._unframe(framed.semantic_lr),
+        )
+
+    def _upscale_framed(self, image: Tensor, progress: Progress | None, blur_override: Tensor | None) -> UpscaleResult:
         size, padded_size_rc, sr_size = self._sizes(image)
         padded = self._prepare(image, *padded_size_rc)
         n_cmos = self._count(*padded_size_rc, self.cmos_tile, self.cmos_halo, self.cmos_align, sr_size)
