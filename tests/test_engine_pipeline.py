@@ -31,15 +31,21 @@ def untiled(model, image, **kwargs):
 def test_untiled_pipeline_equals_the_chained_networks(tiny):
     image = synthetic_photo(120, 160, seed=1)  # already on the alignment grid: no padding anywhere
     image[0, 0, 0] = 1.5  # out of range: clamped for the networks, but the caller's tensor is left alone
-    result = untiled(tiny, image)
+    engine = make(tiny, tile=4096)
+    result = engine.upscale(image)
     assert image[0, 0, 0] == 1.5
-    image = image.clamp(0, 1)
+    # the engine frames the photo with replicated pixels (one alignment cell) and crops the frame off
+    framed = engine._frame(image.clamp(0, 1))
+    assert framed.shape[-2:] == (120 + 2 * engine.sr_align[0], 160 + 2 * engine.sr_align[1])
     with torch.inference_mode():
-        direct = tiny.blind_sr()(image[None])
+        direct = tiny.blind_sr()(framed[None])
     assert result.image.shape == (3, 480, 640)
-    assert torch.allclose(result.image, direct.sr[0].clamp(0, 1), atol=1e-5)
-    assert torch.allclose(result.blur_lr, direct.maps.blur_lr[0].clamp(0, SIGMA_MAX), atol=1e-5)
-    assert torch.allclose(result.semantic_lr, torch.softmax(direct.maps.logits_lr[0], 0), atol=1e-5)
+    # the framed photo is no longer on CMOS's 8-pixel grid: the engine pads it (replicate) where CMOS would
+    # pad internally, so the maps agree closely rather than bit for bit
+    assert psnr(result.image, engine._unframe(direct.sr[0].clamp(0, 1), 4)) >= 60
+    assert psnr(result.blur_lr, engine._unframe(direct.maps.blur_lr[0].clamp(0, SIGMA_MAX)), peak=SIGMA_MAX) >= 60
+    expected = engine._unframe(torch.softmax(direct.maps.logits_lr[0], 0))
+    assert torch.allclose(result.semantic_lr, expected, atol=1e-3)
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 97), (83, 1), (7, 5), (97, 181)])
@@ -127,14 +133,16 @@ def test_progress_is_monotonic_over_both_stages(tiny):
 def test_blur_scale_and_override_condition_the_sr_network(tiny):
     image = synthetic_photo(30, 40, seed=11)
     given = torch.full((1, 30, 40), 2.0)
-    result = make(tiny, tile=4096, blur_scale=1.5).upscale(image, blur_override=given)
+    engine = make(tiny, tile=4096, blur_scale=1.5)
+    result = engine.upscale(image, blur_override=given)
     assert torch.allclose(result.blur_lr, torch.full_like(given, 3.0))
     hr_map = torch.full((1, 120, 160), 2.0)  # an HR-size map is area-downsampled
     again = make(tiny, tile=4096, blur_scale=1.5).upscale(image, blur_override=hr_map)
     assert torch.allclose(again.image, result.image)
+    framed_semantic = engine._estimate_maps_framed(engine._frame(image), None).semantic_lr
     with torch.inference_mode():
-        direct = tiny.sr(image[None], result.blur_lr[None], result.semantic_lr[None])[0].clamp(0, 1)
-    assert psnr(result.image, direct) >= 45
+        sr = tiny.sr(engine._frame(image)[None], engine._frame(result.blur_lr)[None], framed_semantic[None])
+    assert psnr(result.image, engine._unframe(sr[0].clamp(0, 1), 4)) >= 45
     scaled = make(tiny, tile=4096, blur_scale=100.0).estimate_maps(image)
     assert float(scaled.blur_lr.max()) <= SIGMA_MAX  # clamped to the trained range
     with pytest.raises(UsageError):
