@@ -48,7 +48,13 @@ HELP = (
 def read_mat_variable(path: Path, name: str) -> tuple[np.ndarray, bool]:
     """Read one variable of a .mat file; returns (array, stored_by_hdf5). HDF5 (v7.3) arrays come with the
     MATLAB axes reversed; scipy-read arrays keep MATLAB's order."""
-    import h5py
+    try:
+        import h5py
+        from scipy.io import loadmat
+    except ImportError as error:
+        raise DatasetError(
+            f"{path}: reading NYUv2 .mat files needs h5py and scipy: pip install 'cmosx[train]' ({error})"
+        ) from None
 
     try:
         if h5py.is_hdf5(path):
@@ -56,8 +62,6 @@ def read_mat_variable(path: Path, name: str) -> tuple[np.ndarray, bool]:
                 if name not in f:
                     raise DatasetError(f"{path}: no variable {name!r} (has {', '.join(sorted(f.keys()))})")
                 return np.asarray(f[name]), True
-        from scipy.io import loadmat
-
         data = loadmat(path, variable_names=[name])
     except (OSError, ValueError) as error:
         raise DatasetError(f"{path}: cannot read MATLAB file ({error})") from error
