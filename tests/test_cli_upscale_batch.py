@@ -260,7 +260,7 @@ def test_real_subprocess_python_m_cmosx(tmp_path, model_arg):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "cmosx", "upscale", str(tmp_path / "a.png"), str(tmp_path / "bad.jpg")]
     done = subprocess.run([*command, "-o", str(tmp_path / "out"), "--json", *model_arg.args], capture_output=True,
-                          text=True, env=env, timeout=120)  # fmt: skip
+                          text=True, env=env, timeout=120, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 1, done.stderr
     records, summary = _records(done.stdout)
     assert summary["ok"] == 1 and summary["failed"] == 1

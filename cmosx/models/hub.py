@@ -63,8 +63,18 @@ class BundledModel:
 
 
 def bundled_dir() -> Path:
-    """The folder holding bundled weights and ``manifest.json`` (package ``cmosx._weights``)."""
-    return Path(str(resources.files("cmosx._weights")))
+    """The folder holding bundled weights and ``manifest.json`` (package ``cmosx._weights``).
+
+    Installed, that is the package ``cmosx._weights``; run from a source checkout without an install
+    (``python -m cmosx`` in the repository), it is the checkout's ``weights/`` folder.
+    """
+    try:
+        return Path(str(resources.files("cmosx._weights")))
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parents[2] / "weights"
+        if (checkout / "manifest.json").is_file():
+            return checkout
+        raise ModelError("no bundled weights folder: cmosx is not installed (pip install .)") from None
 
 
 def _read_manifest(folder: Path) -> dict:
