@@ -182,3 +182,16 @@ def test_fill_holes_keeps_valid_values():
     filled = fill_holes(values, valid)
     assert torch.equal(filled[valid], values[valid])
     assert float(filled[~valid].min()) >= float(values.min()) and float(filled[~valid].max()) <= float(values.max())
+
+
+def test_training_generates_a_missing_real_set_from_raw_data(nyu_root):
+    from cmosx.train.sources import ensure_dataset, generated_folder, open_test_group
+
+    root = nyu_root[0]
+    folder = ensure_dataset("nyuv2-bsr", root)
+    assert folder == generated_folder(root) and (folder / "dataset.json").is_file()
+    assert ensure_dataset("nyuv2-bsr", folder) == folder  # a generated folder is used as it is
+    test_group, info = open_test_group("nyuv2-bsr", root, 3)
+    assert len(test_group) == 2 and info.sigma_max == 5.0 and len(info.class_names) == 40
+    with pytest.raises(DatasetError, match="no --root"):
+        ensure_dataset("cityscapes-bsr", None)

@@ -42,6 +42,49 @@ def _has_dataset(root: str | Path | None) -> bool:
     return root is not None and (Path(root) / "dataset.json").is_file()
 
 
+_REAL_KERNEL = {"nyuv2-bsr": 21, "cityscapes-bsr": 61}
+
+
+def generated_folder(raw_root: str | Path) -> Path:
+    """Where a BSR set generated from the raw data in ``raw_root`` lives: the sibling ``<raw_root>-bsr``."""
+    raw_root = Path(raw_root).resolve()
+    return raw_root.with_name(raw_root.name + "-bsr")
+
+
+def ensure_dataset(name: str, root: str | Path | None, seed: int = 0, progress=None) -> Path | None:
+    """The on-disk BSR folder to read for ``name``, generating it from raw data when it is not there yet.
+
+    ``root`` is either a folder written by ``cmosx dataset generate`` (used as is) or, for nyuv2-bsr and
+    cityscapes-bsr, the raw data folder: the BSR set is then generated (resumably, default settings:
+    kernel 21 / 61, x4 direct subsampling, no noise) into ``<root>-bsr`` beside it, and that folder is
+    returned. None for synthetic-bsr without a folder (it streams).
+    """
+    if _has_dataset(root):
+        return Path(root)
+    if name == "synthetic-bsr" or root is None:
+        if name != "synthetic-bsr":
+            raise DatasetError(
+                f"no --root given for {name}: pass the raw data folder (generated into <root>-bsr on first use) "
+                f"or a folder from 'cmosx dataset generate --dataset {name} --out DIR'"
+            )
+        return None
+    target = generated_folder(root)
+    if not _has_dataset(target) or not (target / ".complete").is_file():
+        from cmosx.train.data.generate import generate_dataset
+
+        if name == "nyuv2-bsr":
+            from cmosx.train.data.nyuv2 import NYUv2Source
+
+            source = NYUv2Source(root)
+        else:
+            from cmosx.train.data.cityscapes import CityscapesSource
+
+            source = CityscapesSource(root)
+        generate_dataset(source, target, seed=seed, kernel_size=_REAL_KERNEL[name], progress=progress)
+        (target / ".complete").write_text("generation finished\n")
+    return target
+
+
 def _folder_info(name: str, ds: Any) -> DataInfo:
     info = getattr(ds, "info", {})
     sigma_max = float(info.get("sigma_max", _SIGMA_MAX[name]))
@@ -52,15 +95,10 @@ def open_train_data(config: TrainConfig) -> tuple[Dataset, DataInfo]:
     """The training dataset of a run and its description."""
     from cmosx.train.data.storage import open_dataset
 
-    if _has_dataset(config.root):
-        ds = open_dataset(config.dataset, config.root, "train")
+    folder = ensure_dataset(config.dataset, config.root)
+    if folder is not None:
+        ds = open_dataset(config.dataset, folder, "train")
         return ds, _folder_info(config.dataset, ds)
-    if config.dataset != "synthetic-bsr":
-        where = config.root or "(no --root given)"
-        raise DatasetError(
-            f"{where}: no {config.dataset} dataset there; create it first with "
-            f"'cmosx dataset generate {config.dataset} --out DIR' and pass --root DIR"
-        )
     from cmosx.train.data import SYNTHETIC_CLASSES, SyntheticBSR
     from cmosx.train.data.degrade import Degradation
 
@@ -105,16 +143,12 @@ def open_test_group(
     """Test group ``group`` of a dataset (on disk under ``root``, or synthetic-bsr rendered in memory)."""
     if group not in (1, 2, 3, 4, 5):
         raise UsageError(f"test groups are 1-5, got {group}")
-    if _has_dataset(root):
+    folder = ensure_dataset(name, root)
+    if folder is not None:
         from cmosx.train.data.storage import open_dataset
 
-        ds = open_dataset(name, root, "test", group)
+        ds = open_dataset(name, folder, "test", group)
         return ds, _folder_info(name, ds)
-    if name != "synthetic-bsr":
-        where = root or "(no --root given)"
-        raise DatasetError(
-            f"{where}: no {name} dataset there; create it with 'cmosx dataset generate {name} --out DIR'"
-        )
     from cmosx.train.data import SYNTHETIC_CLASSES
 
     ds = SyntheticTestGroup(group, seed, count or SYNTHETIC_TEST_COUNT, size or SYNTHETIC_TEST_SIZE)

@@ -46,7 +46,12 @@ def evaluate_command(
         typer.Option("--upper", help="SR network of the upper-bound row (default: the model's sr-stage run)."),
     ] = None,
     root: Annotated[
-        Optional[Path], typer.Option("--root", help="Dataset folder (synthetic-bsr renders its test groups without).")
+        Optional[Path],
+        typer.Option(
+            "--root",
+            help="Dataset folder (synthetic-bsr renders its test groups without)."
+            " A raw NYUv2/Cityscapes folder is generated into ROOT-bsr on first use.",
+        ),
     ] = None,
     groups: Annotated[str, typer.Option("--groups", help="Test groups, e.g. 1-5 or 1,3.")] = "1-5",
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most N images per group.")] = None,

@@ -27,7 +27,12 @@ def train_command(
     stage: Annotated[str, typer.Option("--stage", help="estimator (CMOS) | sr (RRDB-SFT, GT maps) | blind")],
     spec: Annotated[Optional[str], typer.Option("--spec", help="Model size: tiny | lite | paper.")] = None,
     root: Annotated[
-        Optional[Path], typer.Option("--root", help="Dataset folder (synthetic-bsr streams without one).")
+        Optional[Path],
+        typer.Option(
+            "--root",
+            help="Dataset folder (synthetic-bsr streams without one)."
+            " A raw NYUv2/Cityscapes folder is generated into ROOT-bsr on first use.",
+        ),
     ] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/DATASET-SPEC-STAGE).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's newest checkpoint.")] = False,
