@@ -1,11 +1,12 @@
-"""Helpers shared by the command modules: error mapping at the CLI edge."""
+"""Helpers shared by the command modules: error mapping at the CLI edge, reusable option types."""
 
 from __future__ import annotations
 
 import functools
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Annotated, Optional, TypeVar
 
 import typer
 
@@ -33,3 +34,28 @@ def report_errors(func: F) -> F:
             raise typer.Exit(error.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# Options shared by the photo commands (``upscale``, ``blurmap``): one definition, the same help everywhere.
+InputsArg = Annotated[
+    list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False, metavar="INPUT")
+]
+OutputDirOpt = Annotated[
+    Optional[Path], typer.Option("-o", "--output-dir", help="Folder for the outputs (created if missing).")
+]
+ModelOpt = Annotated[
+    Optional[str], typer.Option("--model", help="Bundled model name, local path, or hf://owner/repo[@rev][/file].")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")]
+TileOpt = Annotated[str, typer.Option("--tile", help="Tile size in input pixels, or 'auto' (from free memory).")]
+OverlapOpt = Annotated[int, typer.Option("--overlap", help="Overlap between tiles, input pixels (blended).")]
+RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+SkipExistingOpt = Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose outputs exist.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="List what would be written; process nothing.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON record per file and a summary.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, only errors and failures.")]
+MaxMegapixelsOpt = Annotated[
+    float, typer.Option("--max-megapixels", help="Refuse inputs above this many megapixels (checked before decoding).")
+]

@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from cmosx.cli._common import report_errors
+from cmosx.cli._common import (
+    DeviceOpt,
+    DryRunOpt,
+    InputsArg,
+    JsonOpt,
+    MaxMegapixelsOpt,
+    ModelOpt,
+    OutputDirOpt,
+    OverlapOpt,
+    OverwriteOpt,
+    PrecisionOpt,
+    QuietOpt,
+    RecursiveOpt,
+    SkipExistingOpt,
+    TileOpt,
+    report_errors,
+)
 from cmosx.errors import UsageError
 
 HELP = """Write the estimated defocus-blur map (and with --semantic the semantic map) of each image.
@@ -29,30 +45,22 @@ def register(app: typer.Typer) -> None:
 
 @report_errors
 def blurmap_command(
-    inputs: Annotated[
-        list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False, metavar="INPUT")
-    ],
-    output_dir: Annotated[
-        Optional[Path], typer.Option("-o", "--output-dir", help="Folder for the outputs (created if missing).")
-    ] = None,
+    inputs: InputsArg,
+    output_dir: OutputDirOpt = None,
     semantic: Annotated[bool, typer.Option("--semantic", help="Also write the semantic map.")] = False,
     map_format: Annotated[str, typer.Option("--format", help="Float map format: tiff or npy.")] = "tiff",
-    model: Annotated[
-        Optional[str], typer.Option(help="Bundled model name, local path, or hf://owner/repo[@rev][/file].")
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
-    tile: Annotated[str, typer.Option(help="Tile size in input pixels, or 'auto'.")] = "auto",
-    overlap: Annotated[int, typer.Option(help="Overlap between tiles, input pixels.")] = 16,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose outputs exist.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be written; process nothing.")] = False,
-    json_report: Annotated[bool, typer.Option("--json", help="One JSON record per file and a summary.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, only errors and failures.")] = False,
-    max_megapixels: Annotated[
-        float, typer.Option(help="Refuse inputs above this many megapixels (checked before decoding).")
-    ] = 100.0,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    tile: TileOpt = "auto",
+    overlap: OverlapOpt = 16,
+    recursive: RecursiveOpt = False,
+    overwrite: OverwriteOpt = False,
+    skip_existing: SkipExistingOpt = False,
+    dry_run: DryRunOpt = False,
+    json_report: JsonOpt = False,
+    quiet: QuietOpt = False,
+    max_megapixels: MaxMegapixelsOpt = 100.0,
 ) -> None:
     from cmosx.cli import _batch
     from cmosx.cli._engine import EngineChoice, parse_tile, shard_device

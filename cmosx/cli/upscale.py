@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from cmosx.cli._common import report_errors
+from cmosx.cli._common import (
+    DeviceOpt,
+    DryRunOpt,
+    InputsArg,
+    JsonOpt,
+    MaxMegapixelsOpt,
+    ModelOpt,
+    OutputDirOpt,
+    OverlapOpt,
+    OverwriteOpt,
+    PrecisionOpt,
+    QuietOpt,
+    RecursiveOpt,
+    SkipExistingOpt,
+    TileOpt,
+    report_errors,
+)
 from cmosx.errors import UsageError
 
 HELP = """Upscale photos x4 (files, folders, globs; JPEG/PNG/TIFF/WebP/BMP and camera RAW).
@@ -36,34 +52,26 @@ def register(app: typer.Typer) -> None:
 
 @report_errors
 def upscale_command(
-    inputs: Annotated[
-        list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False, metavar="INPUT")
-    ],
-    output_dir: Annotated[
-        Optional[Path], typer.Option("-o", "--output-dir", help="Folder for the outputs (created if missing).")
-    ] = None,
+    inputs: InputsArg,
+    output_dir: OutputDirOpt = None,
     scale: Annotated[int, typer.Option(help="4 native; 2 and 3 = x4 then antialiased downscale.")] = 4,
-    model: Annotated[
-        Optional[str], typer.Option(help="Bundled model name, local path, or hf://owner/repo[@rev][/file].")
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
-    tile: Annotated[str, typer.Option(help="Tile size in input pixels, or 'auto' (from free memory).")] = "auto",
-    overlap: Annotated[int, typer.Option(help="Overlap between tiles, input pixels (blended).")] = 16,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    tile: TileOpt = "auto",
+    overlap: OverlapOpt = 16,
     output_format: Annotated[str, typer.Option("--format", help="same, png, jpeg, tiff or webp.")] = "same",
     quality: Annotated[int, typer.Option(help="JPEG/WebP quality, 1-100.")] = 95,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose output exists.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be written; process nothing.")] = False,
-    json_report: Annotated[bool, typer.Option("--json", help="One JSON record per file and a summary.")] = False,
+    recursive: RecursiveOpt = False,
+    overwrite: OverwriteOpt = False,
+    skip_existing: SkipExistingOpt = False,
+    dry_run: DryRunOpt = False,
+    json_report: JsonOpt = False,
     save_maps: Annotated[
         bool, typer.Option("--save-maps", help="Also write NAME_blur.tif and NAME_blur.png (see blurmap).")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, only errors and failures.")] = False,
-    max_megapixels: Annotated[
-        float, typer.Option(help="Refuse inputs above this many megapixels (checked before decoding).")
-    ] = 100.0,
+    quiet: QuietOpt = False,
+    max_megapixels: MaxMegapixelsOpt = 100.0,
 ) -> None:
     from cmosx.cli import _batch
     from cmosx.cli._engine import EngineChoice, parse_tile, shard_device

@@ -78,7 +78,10 @@ class NYUv2Source:
     hr_size = (480, 640)
 
     def __init__(self, root: str | Path | None, limit: int | None = None, size: tuple[int, int] = (480, 640)):
-        import h5py
+        try:
+            import h5py
+        except ImportError:
+            raise DatasetError("reading NYUv2 needs h5py: pip install 'cmosx[train]'") from None
 
         if root is None:
             raise DatasetError(HELP)
