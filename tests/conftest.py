@@ -29,3 +29,32 @@ def _seed_torch():
 
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def write_dng():
+    """``write_dng(path, width, height)``: a small RGGB 16-bit DNG (camera "TestCam" / "T1") written with pidng."""
+
+    def write(path, width, height):
+        import numpy as np
+        from pidng.core import RAW2DNG, DNGTags, Tag
+        from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, PhotometricInterpretation
+
+        tags = DNGTags()
+        for tag, value in [
+            (Tag.ImageWidth, width), (Tag.ImageLength, height), (Tag.TileWidth, width), (Tag.TileLength, height),
+            (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
+            (Tag.SamplesPerPixel, 1), (Tag.BitsPerSample, 16), (Tag.CFARepeatPatternDim, [2, 2]),
+            (Tag.CFAPattern, CFAPattern.RGGB), (Tag.BlackLevel, 256), (Tag.WhiteLevel, 4095),
+            (Tag.ColorMatrix1, [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]),
+            (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65), (Tag.AsShotNeutral, [[1, 2], [1, 1], [1, 2]]),
+            (Tag.Make, "TestCam"), (Tag.Model, "T1"),
+            (Tag.DNGVersion, DNGVersion.V1_4), (Tag.DNGBackwardVersion, DNGVersion.V1_2),
+        ]:  # fmt: skip
+            tags.set(tag, value)
+        writer = RAW2DNG()
+        writer.options(tags, path=str(path.parent), compress=False)
+        raw = np.random.default_rng(0).integers(500, 3500, size=(height, width)).astype(np.uint16)
+        writer.convert(raw, filename=path.stem)
+
+    return write

@@ -170,27 +170,7 @@ def test_dry_run_writes_and_loads_nothing(tmp_path, model_arg):
     assert sorted(os.listdir(tmp_path)) == ["a.png"] and model_arg.calls == []
 
 
-def _write_dng(path):
-    from pidng.core import RAW2DNG, DNGTags, Tag
-    from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, PhotometricInterpretation
-
-    tags = DNGTags()
-    for tag, value in [
-        (Tag.ImageWidth, W), (Tag.ImageLength, H), (Tag.TileWidth, W), (Tag.TileLength, H),
-        (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
-        (Tag.SamplesPerPixel, 1), (Tag.BitsPerSample, 16), (Tag.CFARepeatPatternDim, [2, 2]),
-        (Tag.CFAPattern, CFAPattern.RGGB), (Tag.BlackLevel, 256), (Tag.WhiteLevel, 4095),
-        (Tag.ColorMatrix1, [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]),
-        (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65), (Tag.AsShotNeutral, [[1, 2], [1, 1], [1, 2]]),
-        (Tag.DNGVersion, DNGVersion.V1_4), (Tag.DNGBackwardVersion, DNGVersion.V1_2), (Tag.Make, "TestCam"),
-    ]:  # fmt: skip
-        tags.set(tag, value)
-    writer = RAW2DNG()
-    writer.options(tags, path=str(path.parent), compress=False)
-    writer.convert(np.random.default_rng(0).integers(500, 3500, size=(H, W)).astype(np.uint16), filename=path.stem)
-
-
-def test_photo_fidelity_grey_16bit_alpha_orientation_icc_raw(tmp_path, model_arg):
+def test_photo_fidelity_grey_16bit_alpha_orientation_icc_raw(tmp_path, model_arg, write_dng):
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(_rgb(0, 1)[:, :, 0], "L").save(src / "grey.jpg")
@@ -201,7 +181,7 @@ def test_photo_fidelity_grey_16bit_alpha_orientation_icc_raw(tmp_path, model_arg
     exif[0x0112] = 6
     exif[0x010F] = "TestCam"
     Image.fromarray(_rgb(3)).save(src / "rotated.jpg", exif=exif.tobytes(), icc_profile=icc)
-    _write_dng(src / "shot.dng")
+    write_dng(src / "shot.dng", W, H)
     out = tmp_path / "out"
     result = _invoke("upscale", src, "-o", out, "--json", *model_arg.args)
     assert result.exit_code == 0, result.output

@@ -143,26 +143,8 @@ def test_metadata_is_read(tmp_path):
     assert photo.metadata.xmp == xmp
 
 
-def test_dng_is_developed_to_16bit_srgb(tmp_path):
-    from pidng.core import RAW2DNG, DNGTags, Tag
-    from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, PhotometricInterpretation
-
-    raw = np.random.default_rng(0).integers(500, 3500, size=(H, W)).astype(np.uint16)
-    tags = DNGTags()
-    for tag, value in [
-        (Tag.ImageWidth, W), (Tag.ImageLength, H), (Tag.TileWidth, W), (Tag.TileLength, H),
-        (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
-        (Tag.SamplesPerPixel, 1), (Tag.BitsPerSample, 16), (Tag.CFARepeatPatternDim, [2, 2]),
-        (Tag.CFAPattern, CFAPattern.RGGB), (Tag.BlackLevel, 256), (Tag.WhiteLevel, 4095),
-        (Tag.ColorMatrix1, [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]),
-        (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65), (Tag.AsShotNeutral, [[1, 2], [1, 1], [1, 2]]),
-        (Tag.Make, "TestCam"), (Tag.Model, "T1"),
-        (Tag.DNGVersion, DNGVersion.V1_4), (Tag.DNGBackwardVersion, DNGVersion.V1_2),
-    ]:  # fmt: skip
-        tags.set(tag, value)
-    writer = RAW2DNG()
-    writer.options(tags, path=str(tmp_path), compress=False)
-    writer.convert(raw, filename="shot")
+def test_dng_is_developed_to_16bit_srgb(tmp_path, write_dng):
+    write_dng(tmp_path / "shot.dng", W, H)
     photo = read_image(tmp_path / "shot.dng")
     assert photo.source_format == "RAW" and photo.bit_depth == 16 and photo.size == (W, H)
     assert photo.color.shape == (3, H, W) and 0.05 < float(photo.color.mean()) < 0.95
