@@ -55,7 +55,14 @@ def test_generation_writes_the_format(tiny_dataset):
     assert calls[-1] == (30, 30)  # 5 train + 5 test x 5 groups
     stored = json.loads((out / "dataset.json").read_text())
     assert stored["seed"] == 4 and stored["kernel_size"] == 21 and stored["sigma_max"] == 5.0
-    assert stored["degradation"] == {"scale": 4, "downsampler": "direct", "noise_sigma": 0.0, "jpeg_quality": None}
+    assert stored["degradation"] == {
+        "scale": 4,
+        "downsampler": "direct",
+        "noise_sigma": 0.0,
+        "jpeg_quality": None,
+        "jpeg_quality_max": None,
+        "jpeg_probability": 1.0,
+    }
     assert stored["generator_version"] and stored["classes"][0] == "background"
     train = open_dataset("synthetic-bsr", out, "train")
     assert len(train) == 5 and train.num_classes == 7

@@ -132,6 +132,27 @@ def test_degradation_options():
         Degradation(downsampler="nearest")
 
 
+def test_jpeg_quality_range_applies_to_the_chosen_share_of_images():
+    """A quality drawn from 60..95 for about half the images: some stay clean, the others vary in quality."""
+    hr = torch.rand(3, 64, 64)
+    clean = degrade(hr, Degradation(), np.random.default_rng(0))
+    at = {q: degrade(hr, Degradation(jpeg_quality=q), np.random.default_rng(0)) for q in range(60, 96)}
+    mixed = Degradation(jpeg_quality=60, jpeg_quality_max=95, jpeg_probability=0.5)
+    rng = np.random.default_rng(3)
+    outcomes = []
+    for _ in range(60):
+        out = degrade(hr, mixed, rng)
+        outcomes.append(None if torch.equal(out, clean) else next(q for q, ref in at.items() if torch.equal(out, ref)))
+    encoded = [q for q in outcomes if q is not None]
+    assert 18 <= len(encoded) <= 42 and len(set(encoded)) >= 10
+    always = Degradation(jpeg_quality=60, jpeg_quality_max=95)
+    assert not any(torch.equal(degrade(hr, always, rng), clean) for _ in range(10))
+    with pytest.raises(UsageError, match="range"):
+        Degradation(jpeg_quality=90, jpeg_quality_max=80)
+    with pytest.raises(UsageError, match="probability"):
+        Degradation(jpeg_quality=90, jpeg_probability=2.0)
+
+
 def test_textures_from_a_photo_folder(tmp_path):
     with pytest.raises(DatasetError, match="no photos"):
         PhotoTextures(tmp_path)

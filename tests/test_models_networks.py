@@ -10,7 +10,7 @@ from cmosx.errors import ModelError, UsageError
 from cmosx.models.blind import BlindSR
 from cmosx.models.cmos import CMOS
 from cmosx.models.descriptor import describe
-from cmosx.models.rrdb_sft import RRDBSFT, labels_to_probabilities, maps_to_lr
+from cmosx.models.rrdb_sft import RRDBSFT, grid_aligned_upsample, labels_to_probabilities, maps_to_lr
 from cmosx.models.specs import GIA_MODES, SPECS, GIASpec, get_spec, spec_from_dict, spec_to_dict
 
 TINY = SPECS["tiny"]
@@ -30,12 +30,12 @@ def _count(module):
     return sum(p.numel() for p in module.parameters())
 
 
-def _tiny_blind(mode="FCS", pool="window", semantic_input="probabilities"):
+def _tiny_blind(mode="FCS", pool="window", semantic_input="probabilities", residual="none"):
     from dataclasses import replace
 
     gia = GIASpec(mode=mode, channel_pool=pool)
     cmos = CMOS(replace(TINY.cmos, gia=gia), NUM_CLASSES)
-    sr = RRDBSFT(replace(TINY.sr, gia=gia, semantic_input=semantic_input), NUM_CLASSES)
+    sr = RRDBSFT(replace(TINY.sr, gia=gia, semantic_input=semantic_input, residual=residual), NUM_CLASSES)
     return BlindSR(cmos, sr)
 
 
@@ -138,9 +138,10 @@ def _psnr(a, b):
     return 10 * math.log10((b.max() - b.min()).item() ** 2 / max(mse, 1e-20))
 
 
-def test_descriptor_tiling_rule_gives_untiled_result():
+@pytest.mark.parametrize("residual", ["none", "bilinear"])
+def test_descriptor_tiling_rule_gives_untiled_result(residual):
     """Tiles cornered on the alignment grid with the descriptor's halo reproduce the whole image."""
-    model = _open_gates(_tiny_blind()).eval()
+    model = _open_gates(_tiny_blind(residual=residual)).eval()
     desc = describe(TINY, NUM_CLASSES)
     assert desc.multiple_of == 1 and desc.exact_tiling and desc.scale == 4
     H, W = 90, 100
@@ -191,6 +192,39 @@ def test_specs_round_trip_through_dicts_and_reject_bad_ones():
     with pytest.raises(UsageError, match="unknown model spec 'huge'"):
         get_spec("huge")
     assert get_spec("lite") is SPECS["lite"]
+
+
+def test_grid_aligned_upsample_puts_hr_pixel_4i_on_lr_pixel_i():
+    """Direct subsampling of a linear ramp, upsampled again, gives the ramp back (bar the replicated edge)."""
+    ramp = torch.arange(40.0).view(1, 1, 40, 1) * 0.3 + torch.arange(48.0).view(1, 1, 1, 48) * 0.1
+    up = grid_aligned_upsample(ramp[..., ::4, ::4], 4)
+    assert up.shape == ramp.shape
+    torch.testing.assert_close(up[..., :37, :45], ramp[..., :37, :45])
+    assert (up[..., 37:, :] - ramp[..., 37:, :]).abs().max() > 0.1  # the last cell is replicated, not extrapolated
+    flat = torch.full((2, 3, 5, 7), 0.25)
+    torch.testing.assert_close(grid_aligned_upsample(flat, 4), torch.full((2, 3, 20, 28), 0.25))
+
+
+def test_residual_sr_adds_its_correction_to_the_aligned_upsample():
+    model = _tiny_blind(residual="bilinear").eval()
+    lr = torch.rand(1, 3, 12, 14)
+    blur, sem = torch.rand(1, 1, 12, 14) * 5, torch.softmax(torch.randn(1, NUM_CLASSES, 12, 14), 1)
+    with torch.no_grad():
+        start = model.sr(lr, blur, sem)
+        assert (start - grid_aligned_upsample(lr, 4)).abs().mean() < 0.05  # starts near the skip path
+        model.sr.upsample.weight.zero_()
+        model.sr.upsample.bias.zero_()
+        torch.testing.assert_close(model.sr(lr, blur, sem), grid_aligned_upsample(lr, 4))
+
+
+def test_older_specs_without_the_residual_field_load_as_the_paper_network():
+    data = spec_to_dict(SPECS["lite"])
+    del data["sr"]["residual"]
+    assert spec_from_dict(data).sr.residual == "none"
+    assert SPECS["lite"].sr.residual == "bilinear" and SPECS["paper"].sr.residual == "none"
+    data["sr"]["residual"] = "bicubic"
+    with pytest.raises(ModelError, match="residual"):
+        spec_from_dict(data)
 
 
 def test_labels_to_probabilities_and_maps_to_lr():

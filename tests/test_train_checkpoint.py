@@ -18,7 +18,7 @@ from cmosx.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from cmosx.train.config import make_config, parse_crop
+from cmosx.train.config import make_config, parse_crop, parse_quality_range
 from cmosx.train.samples import StepBatches, TrainSamples
 from cmosx.train.schedule import WarmupCosine, warmup_cosine_factor
 
@@ -114,6 +114,14 @@ def test_config_rejects_unknown_and_invalid_options():
     with pytest.raises(UsageError, match="crop"):
         parse_crop("12xx")
     assert parse_crop("480x640") == (480, 640)
+    assert parse_quality_range("90") == (90, None) and parse_quality_range("80-95") == (80, 95)
+    for bad in ("80-", "a", "70-80-90"):
+        with pytest.raises(UsageError, match="lr-jpeg"):
+            parse_quality_range(bad)
+    with pytest.raises(UsageError, match="JPEG quality range"):
+        make_config("sr", lr_jpeg=95, lr_jpeg_max=80)
+    with pytest.raises(UsageError, match="probability"):
+        make_config("sr", lr_jpeg=80, lr_jpeg_probability=1.5)
 
 
 def test_step_batches_shard_without_overlap():

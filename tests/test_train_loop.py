@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cmosx.errors import ModelError
 from cmosx.train.checkpoint import latest_checkpoint, load_checkpoint
 from cmosx.train.config import make_config
 from cmosx.train.trainer import _collate, build_stage, train
@@ -87,6 +88,23 @@ def test_each_stage_lowers_its_loss(tmp_path):
     for key, value in est.items():  # the estimator stayed frozen
         assert torch.equal(state[key], value), key
     assert sum(result.losses[-3:]) < sum(result.losses[:3])
+
+
+def test_init_starts_the_estimator_and_sr_stages_from_another_run(tmp_path):
+    runs = {stage: _run(tmp_path, stage, stage, 2)[1].run_dir for stage in ("estimator", "sr")}
+    for stage, prefix in (("estimator", "cmos."), ("sr", "sr.")):
+        source = load_checkpoint(latest_checkpoint(runs[stage]))["model"]
+        cfg = make_config(stage, spec="tiny", init=str(runs[stage]))
+        torch.manual_seed(cfg.seed)
+        module, info = build_stage(cfg, 3, CLASSES, 5.0)
+        state = module.state_dict()
+        assert [k for k in source if k.startswith(prefix)]
+        for key, value in source.items():
+            assert torch.equal(state[key], value), key
+        fresh, _ = build_stage(make_config(stage, spec="tiny"), 3, CLASSES, 5.0)
+        assert any(not torch.equal(fresh.state_dict()[k], v) for k, v in source.items())
+    with pytest.raises(ModelError, match="no SR network"):
+        build_stage(make_config("sr", spec="tiny", init=str(runs["estimator"])), 3, CLASSES, 5.0)
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path):

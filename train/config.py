@@ -62,7 +62,9 @@ class TrainConfig:
     crops_per_scene: int = 1  # each rendered scene serves this many steps' crops (rendering is the CPU bottleneck)
     space_invariant_fraction: float = 0.25  # share of space-invariant samples (paper text: a quarter)
     lr_noise: float = 0.0  # Gaussian noise std on the LR, 8-bit levels (robustness to real photos)
-    lr_jpeg: int | None = None  # JPEG quality of the LR (None = no JPEG)
+    lr_jpeg: int | None = None  # JPEG quality of the LR (None = no JPEG); the lowest one with lr_jpeg_max
+    lr_jpeg_max: int | None = None  # quality drawn uniformly from lr_jpeg..lr_jpeg_max per image
+    lr_jpeg_probability: float = 1.0  # share of LR images that are JPEG re-encoded
     # bookkeeping
     threads: int | None = None  # torch CPU threads (None = torch's default)
     checkpoint_every: int = 200
@@ -83,7 +85,7 @@ class TrainConfig:
     unconditioned: bool = False  # sr/blind: blur-unaware baseline (prior inputs zeroed)
     # blind stage inputs
     estimator: str | None = None  # estimator run dir or model reference
-    init: str | None = None  # sr run dir whose network initialises the blind stage
+    init: str | None = None  # run or model whose network starts this stage (estimator: CMOS; sr, blind: SR)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes copied into the run record
 
     def __post_init__(self) -> None:
@@ -112,6 +114,11 @@ class TrainConfig:
         _check(0.0 <= self.space_invariant_fraction <= 1.0, "space_invariant_fraction must be in [0, 1]")
         _check(self.lr_noise >= 0.0, "lr_noise must be >= 0")
         _check(self.lr_jpeg is None or 1 <= self.lr_jpeg <= 100, "lr_jpeg must be in 1..100")
+        _check(
+            self.lr_jpeg_max is None or (self.lr_jpeg is not None and self.lr_jpeg <= self.lr_jpeg_max <= 100),
+            "the LR JPEG quality range must be QMIN-QMAX within 1..100",
+        )
+        _check(0.0 <= self.lr_jpeg_probability <= 1.0, "lr_jpeg_probability must be in [0, 1]")
         _check(self.threads is None or self.threads >= 1, "threads must be >= 1")
         _check(len(self.zoom_ratios) >= 1 and all(r >= 1.0 for r in self.zoom_ratios), "zoom ratios must be >= 1")
         _check(
@@ -120,7 +127,6 @@ class TrainConfig:
         )
         if self.stage != "blind":
             _check(self.estimator is None, "--estimator is only used by the blind stage")
-            _check(self.init is None, "--init is only used by the blind stage")
         if self.stage != "estimator":
             _check(not (self.single_task or self.no_aux), "--single-task and --no-aux apply to the estimator stage")
         if self.stage == "estimator":
@@ -231,3 +237,16 @@ def parse_crop(text: str) -> tuple[int, int]:
     if len(parts) == 2:
         return (parts[0], parts[1])
     raise UsageError(f"--crop must be N or HxW (HR pixels), got {text!r}")
+
+
+def parse_quality_range(text: str) -> tuple[int, int | None]:
+    """``"90"`` -> (90, None); ``"75-95"`` -> (75, 95) (JPEG qualities)."""
+    try:
+        parts = [int(p) for p in text.split("-")]
+    except ValueError:
+        raise UsageError(f"--lr-jpeg must be Q or QMIN-QMAX, got {text!r}") from None
+    if len(parts) == 1:
+        return (parts[0], None)
+    if len(parts) == 2:
+        return (parts[0], parts[1])
+    raise UsageError(f"--lr-jpeg must be Q or QMIN-QMAX, got {text!r}")

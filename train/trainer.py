@@ -95,10 +95,26 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     }
 
 
+def _init_from(config: TrainConfig, network: str, num_classes: int):
+    """The ``network`` ("cmos" or "sr") of the run or model named by ``--init``, and its spec."""
+    init = load_networks(config.init)
+    module = getattr(init, network)
+    if module is None:
+        what = "CMOS estimator" if network == "cmos" else "SR network"
+        raise ModelError(f"{config.init}: holds no {what} to initialise from")
+    if init.num_classes != num_classes:
+        raise ModelError(f"{config.init}: {network} network has {init.num_classes} classes, the dataset {num_classes}")
+    return module, getattr(init.spec, network)
+
+
 def build_stage(
     config: TrainConfig, num_classes: int, class_names: list[str], sigma_max: float
 ) -> tuple[nn.Module, RunInfo]:
-    """The stage module with freshly initialised (or, for blind, loaded) networks, and the run record."""
+    """The stage module with freshly initialised networks, or loaded ones (``--init``, blind's estimator).
+
+    ``--init`` starts the trained network from another run or model: the estimator stage takes its CMOS,
+    the sr and blind stages its SR network (the recorded spec is then the one of those weights).
+    """
     spec = model_spec_for(config)
     use_blur = not config.unconditioned
     use_semantics = config.semantics_in_sr and not config.unconditioned
@@ -109,9 +125,17 @@ def build_stage(
             "aux_blur": 0.0 if config.no_aux else config.aux_blur_weight,
             "aux_seg": 0.0 if (config.no_aux or config.single_task) else config.aux_seg_weight,
         }
-        stage: nn.Module = EstimatorStage(build_cmos(spec, num_classes), weights)
+        cmos = build_cmos(spec, num_classes)
+        if config.init:
+            cmos, cmos_spec = _init_from(config, "cmos", num_classes)
+            spec = type(spec)(name=spec.name, cmos=cmos_spec, sr=spec.sr, scale=spec.scale)
+        stage: nn.Module = EstimatorStage(cmos, weights)
     elif config.stage == "sr":
-        stage = SRStage(build_sr(spec, num_classes), num_classes, spec.scale, use_blur, use_semantics)
+        sr = build_sr(spec, num_classes)
+        if config.init:
+            sr, sr_spec = _init_from(config, "sr", num_classes)
+            spec = type(spec)(name=spec.name, cmos=spec.cmos, sr=sr_spec, scale=spec.scale)
+        stage = SRStage(sr, num_classes, spec.scale, use_blur, use_semantics)
     else:
         if not config.estimator:
             raise UsageError("the blind stage needs --estimator (an estimator run folder or a model)")
@@ -123,12 +147,7 @@ def build_stage(
         sr_spec = spec.sr
         sr = build_sr(spec, num_classes)
         if config.init:
-            init = load_networks(config.init)
-            if init.sr is None:
-                raise ModelError(f"{config.init}: holds no SR network to initialise from")
-            if init.num_classes != num_classes:
-                raise ModelError(f"{config.init}: SR network has {init.num_classes} classes, the dataset {num_classes}")
-            sr, sr_spec = init.sr, init.spec.sr
+            sr, sr_spec = _init_from(config, "sr", num_classes)
         spec = type(spec)(name=spec.name, cmos=est.spec.cmos, sr=sr_spec, scale=spec.scale)
         stage = BlindStage(est.cmos, sr, sigma_max, use_blur, use_semantics)
     info = RunInfo(config=config, spec=spec, num_classes=num_classes, class_names=class_names, sigma_max=sigma_max)

@@ -46,7 +46,9 @@ def train_command(
     estimator: Annotated[
         Optional[str], typer.Option("--estimator", help="blind: estimator run folder or model to freeze.")
     ] = None,
-    init: Annotated[Optional[str], typer.Option("--init", help="blind: sr run folder to initialise from.")] = None,
+    init: Annotated[
+        Optional[str], typer.Option("--init", help="Run folder or model whose network starts this stage (fine-tuning).")
+    ] = None,
     export: Annotated[
         Optional[str],
         typer.Option("--export", help="After training, export the model: a NAME (into weights/) or a folder path."),
@@ -81,11 +83,16 @@ def train_command(
     lr_noise: Annotated[
         Optional[float], typer.Option("--lr-noise", help="synthetic-bsr: LR noise std (8-bit levels).")
     ] = None,
-    lr_jpeg: Annotated[Optional[int], typer.Option("--lr-jpeg", help="synthetic-bsr: LR JPEG quality.")] = None,
+    lr_jpeg: Annotated[
+        Optional[str], typer.Option("--lr-jpeg", help="synthetic-bsr: LR JPEG quality Q, or a range QMIN-QMAX.")
+    ] = None,
+    lr_jpeg_probability: Annotated[
+        Optional[float], typer.Option("--lr-jpeg-probability", help="synthetic-bsr: share of LR images made JPEG.")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    from cmosx.train.config import make_config, parse_crop
+    from cmosx.train.config import make_config, parse_crop, parse_quality_range
     from cmosx.train.runs import RUN_FILE, read_run_info
 
     overrides = dict(
@@ -113,7 +120,9 @@ def train_command(
         scene_size=parse_crop(scene_size) if scene_size else None,
         crops_per_scene=crops_per_scene,
         lr_noise=lr_noise,
-        lr_jpeg=lr_jpeg,
+        lr_jpeg=parse_quality_range(lr_jpeg)[0] if lr_jpeg else None,
+        lr_jpeg_max=parse_quality_range(lr_jpeg)[1] if lr_jpeg else None,
+        lr_jpeg_probability=lr_jpeg_probability,
     )
     run_dir = out or Path("runs") / f"{dataset}-{spec or 'lite'}-{stage}"
     if resume and (run_dir / RUN_FILE).is_file():

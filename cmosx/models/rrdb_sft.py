@@ -6,6 +6,7 @@ a prior ``p`` that every RRDB_SFT block reuses through its SFT layer (``feat * s
 Ours (see the technical notes, section 4): the prior is computed at LR resolution (the authors compute
 it at HR and downsample), and the semantic map enters as class probabilities through a 1x1 embedding;
 ``semantic_input="indices"`` reproduces the authors' single float channel of class indices.
+``residual="bilinear"`` (the lite spec) adds the output to a grid-aligned bilinear upsampling of the LR.
 """
 
 from __future__ import annotations
@@ -62,6 +63,19 @@ class RRDBSFTBlock(nn.Module):
         return x + 0.2 * self.rdbs(self.sft(x, prior))
 
 
+def grid_aligned_upsample(lr: Tensor, scale: int) -> Tensor:
+    """``B x C x h x w`` -> ``B x C x sh x sw`` bilinear, with HR pixel ``s*i`` exactly on LR pixel ``i``.
+
+    This is the sampling grid of the training LR (direct subsampling keeps every ``s``-th HR pixel
+    from 0), so the skip path is already in register with the target. The last row and column are
+    extended by replication.
+    """
+    h, w = lr.shape[-2:]
+    padded = F.pad(lr, (0, 1, 0, 1), mode="replicate")
+    up = F.interpolate(padded, size=(h * scale + 1, w * scale + 1), mode="bilinear", align_corners=True)
+    return up[..., : h * scale, : w * scale]
+
+
 def labels_to_probabilities(labels: Tensor, num_classes: int) -> Tensor:
     """``B x H x W`` int64 labels (255 = ignore) -> ``B x C x H x W`` one-hot float, all-zero at ignore."""
     valid = (labels >= 0) & (labels < num_classes)
@@ -102,6 +116,10 @@ class RRDBSFT(nn.Module):
         self.blocks = nn.ModuleList(RRDBSFTBlock(nf, spec.gc, spec.sft_hidden) for _ in range(spec.nb))
         self.trunk_conv = _conv(nf, nf)
         self.upsample = _conv(nf, 3 * scale * scale)
+        if spec.residual == "bilinear":  # start close to the skip path: a small correction
+            with torch.no_grad():
+                self.upsample.weight.mul_(0.1)
+                self.upsample.bias.zero_()
 
     def make_prior(self, blur_lr: Tensor, semantic_lr: Tensor) -> Tensor:
         """The fused condition ``B x nf x h x w`` shared by every block."""
@@ -117,4 +135,7 @@ class RRDBSFT(nn.Module):
         for block in self.blocks:
             trunk = block(trunk, prior)
         fea = fea + self.trunk_conv(trunk)
-        return F.pixel_shuffle(self.upsample(fea), self.scale)
+        out = F.pixel_shuffle(self.upsample(fea), self.scale)
+        if self.spec.residual == "bilinear":
+            out = out + grid_aligned_upsample(lr, self.scale).to(out.dtype)
+        return out

@@ -70,9 +70,14 @@ class SRSpec:
     groups: int = 8  # channel-stream groups r of the prior GIA
     blur_scale: float = 0.2  # the blur sigma (HR px) is multiplied by this before the embedding
     semantic_input: Literal["probabilities", "indices"] = "probabilities"
+    # "none": the network draws the whole image (the paper); "bilinear": it adds a correction to an
+    # upsampling of the LR aligned with the training LR's sampling grid, which trains much faster
+    residual: Literal["none", "bilinear"] = "none"
     gia: GIASpec = field(default_factory=GIASpec)
 
     def __post_init__(self) -> None:
+        if self.residual not in ("none", "bilinear"):
+            raise ModelError(f"SR spec: residual must be 'none' or 'bilinear', got {self.residual!r}")
         if self.nf % self.groups:
             raise ModelError(f"SR spec: nf {self.nf} is not divisible by its group count {self.groups}")
 
@@ -105,7 +110,7 @@ SPECS: dict[str, ModelSpec] = {
             head_channels=48,
             gia=_WINDOW_POOL,
         ),
-        sr=SRSpec(nf=32, nb=4, gc=16, sft_hidden=16, groups=8, gia=_WINDOW_POOL),
+        sr=SRSpec(nf=32, nb=4, gc=16, sft_hidden=16, groups=8, residual="bilinear", gia=_WINDOW_POOL),
     ),
     "tiny": ModelSpec(
         name="tiny",

@@ -2,7 +2,8 @@
 
 Default: direct s-fold subsampling (every s-th pixel, starting at 0, as MANet does), no noise, no JPEG.
 Options: ``bicubic`` (antialiased bicubic resize by 1/s), additive Gaussian noise (sigma in 8-bit levels),
-JPEG re-encoding at a quality. The chosen settings are recorded in each dataset's metadata.
+JPEG re-encoding at a quality, or at a quality drawn uniformly from ``jpeg_quality..jpeg_quality_max`` for a
+share ``jpeg_probability`` of the images. The chosen settings are recorded in each dataset's metadata.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ class Degradation:
     scale: int = 4
     downsampler: Downsampler = "direct"
     noise_sigma: float = 0.0  # Gaussian noise std in 8-bit levels (0 = off)
-    jpeg_quality: int | None = None  # None = off
+    jpeg_quality: int | None = None  # None = off; the lowest quality when a range is given
+    jpeg_quality_max: int | None = None  # None = always jpeg_quality
+    jpeg_probability: float = 1.0  # share of images that are JPEG re-encoded
 
     def __post_init__(self):
         if self.downsampler not in ("direct", "bicubic"):
@@ -39,6 +42,12 @@ class Degradation:
             raise UsageError(f"noise sigma must be >= 0, got {self.noise_sigma}")
         if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
             raise UsageError(f"JPEG quality must be in 1..100, got {self.jpeg_quality}")
+        if self.jpeg_quality_max is not None and not (
+            self.jpeg_quality is not None and self.jpeg_quality <= self.jpeg_quality_max <= 100
+        ):
+            raise UsageError(f"JPEG quality range {self.jpeg_quality}-{self.jpeg_quality_max} is not within 1..100")
+        if not 0.0 <= self.jpeg_probability <= 1.0:
+            raise UsageError(f"JPEG probability must be in [0, 1], got {self.jpeg_probability}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,7 +79,12 @@ def degrade(blurred_hr: torch.Tensor, spec: Degradation, rng: np.random.Generato
         lr = lr + torch.randn(lr.shape, generator=gen) * (spec.noise_sigma / 255.0)
     lr = quantise_8bit(lr)
     if spec.jpeg_quality is not None:
-        lr = jpeg_roundtrip(lr, spec.jpeg_quality)
+        quality = spec.jpeg_quality
+        if spec.jpeg_quality_max is not None or spec.jpeg_probability < 1.0:  # draws only when randomised
+            quality = int(rng.integers(spec.jpeg_quality, (spec.jpeg_quality_max or spec.jpeg_quality) + 1))
+            if rng.random() >= spec.jpeg_probability:
+                return lr
+        lr = jpeg_roundtrip(lr, quality)
     return lr
 
 
