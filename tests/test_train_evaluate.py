@@ -73,14 +73,22 @@ def test_cli_trains_three_stages_exports_and_evaluates(tmp_path, monkeypatch):
     for stage in ("estimator", "sr"):
         result = runner.invoke(app, ["train", "--stage", stage, "--out", str(tmp_path / stage), *common])
         assert result.exit_code == 0, result.output
+    # fine-tune the sr run with JPEG-augmented LR inputs
+    tune = ["train", "--stage", "sr", "--out", str(tmp_path / "sr-ft"), "--init", str(tmp_path / "sr"), *common]
+    result = runner.invoke(app, [*tune, "--lr-jpeg", "80-95", "--lr-jpeg-probability", "0.5"])
+    assert result.exit_code == 0, result.output
     model_dir = tmp_path / "model"
     blind = ["train", "--stage", "blind", "--out", str(tmp_path / "blind"), *common]
-    blind += ["--estimator", str(tmp_path / "estimator"), "--init", str(tmp_path / "sr"), "--export", str(model_dir)]
+    blind += ["--estimator", str(tmp_path / "estimator"), "--init", str(tmp_path / "sr-ft"), "--export", str(model_dir)]
     result = runner.invoke(app, [*blind, "--export-eval", "0"])
     assert result.exit_code == 0, result.output
     card = json.loads((model_dir / "config.json").read_text())
     assert card["recipe"]["stages"]["blind"]["sessions"][0]["end_step"] == 2
     assert card["recipe"]["stages"]["estimator"]["config"]["stage"] == "estimator"
+    tuned = card["recipe"]["stages"]["sr"]
+    assert tuned["config"]["lr_jpeg"] == 80 and tuned["config"]["lr_jpeg_max"] == 95
+    assert tuned["config"]["lr_jpeg_probability"] == 0.5
+    assert tuned["init"]["run"] == str(tmp_path / "sr") and tuned["init"]["config"]["lr_jpeg"] is None
     # export by NAME into the bundled folder (a temporary one here): manifest entry, loadable by name
     bundled = tmp_path / "weights"
     bundled.mkdir()

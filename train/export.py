@@ -31,12 +31,16 @@ class Exported:
 
 
 def _run_record(ref: str | None) -> dict[str, Any] | None:
+    """A run's config, command and sessions; a run it was fine-tuned from (``--init``) nests as ``init``."""
     if not ref:
         return None
     if not is_run_dir(ref):
         return {"model": ref}
     info = read_run_info(Path(ref))
-    return {"run": str(ref), "command": info.command, "config": info.config.to_dict(), "sessions": info.sessions}
+    record = {"run": str(ref), "command": info.command, "config": info.config.to_dict(), "sessions": info.sessions}
+    if info.config.init and info.config.stage != "blind":
+        record["init"] = _run_record(info.config.init)
+    return record
 
 
 def recipe_for(run_dir: Path) -> dict[str, Any]:
