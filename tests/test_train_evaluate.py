@@ -62,6 +62,28 @@ def test_known_answer_on_flat_images():
     assert "border crop 4 px" in format_table(report)
 
 
+def test_error_broken_down_by_ground_truth_sigma():
+    """Zero networks on an image whose sharp left half is 0.5 and whose right half (sigma 5) is 0.25."""
+    sample = _flat_sample()
+    sample["hr"][..., 16:] = 0.25
+    sample["lr"][..., 4:] = 0.25
+    sample["blur"][..., :16] = 0.2
+    sample["blur"][..., 16:] = 5.0  # the top edge belongs to the last bin
+    report = evaluate(_zero_networks(), {1: [sample]}, dataset_name="flat")
+    by_sigma = report.to_dict()["by_sigma"]
+    assert by_sigma["edges"] == [0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert by_sigma["share"] == [0.5, 0.0, 0.0, 0.0, 0.0, 0.5]
+    model = by_sigma["psnr_y"]["model"]
+    assert model[0] == pytest.approx(20 * math.log10(255 / 109.5), abs=1e-6)
+    assert model[5] == pytest.approx(20 * math.log10(255 / 54.75), abs=1e-6)
+    assert model[1:5] == [None] * 4  # empty bins
+    # aligned bilinear is exact except in the 3 HR columns before LR column 4 (HR 16), where it ramps
+    ramp_mse = (0.1875**2 + 0.125**2 + 0.0625**2) * (219 / 255) ** 2 / 24  # over the 24 columns kept
+    expected = 10 * math.log10(1 / ramp_mse)
+    assert report.rows["aligned bilinear"]["mean"]["psnr_y"] == pytest.approx(expected, abs=1e-4)
+    assert "PSNR-Y by ground-truth sigma" in format_table(report)
+
+
 def test_cli_trains_three_stages_exports_and_evaluates(tmp_path, monkeypatch):
     from cmosx.cli.main import app
     from cmosx.models import hub
@@ -134,5 +156,9 @@ def test_cli_eval_json_on_a_tiny_synthetic_group(tmp_path, monkeypatch):
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["images_per_group"] == {"2": 2} and set(report["rows"]) == {"bicubic", "upper bound"}
+    assert report["images_per_group"] == {"2": 2} and set(report["rows"]) == {
+        "bicubic",
+        "aligned bilinear",
+        "upper bound",
+    }
     assert 10 < report["rows"]["bicubic"]["mean"]["psnr_y"] < 60
