@@ -125,6 +125,28 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
             assert torch.equal(a["model"][key], b["model"][key]), key
         log = [json.loads(line)["step"] for line in (tmp_path / f"{stage}-split" / "metrics.jsonl").open()]
         assert log == sorted(set(log))  # lines after the resumed checkpoint were replaced, not duplicated
+        sessions = json.loads((tmp_path / f"{stage}-split" / "run.json").read_text())["sessions"]
+        assert [(s["start_step"], s["end_step"]) for s in sessions] == [(0, 4), (3, 6)]
+        assert all(s["finished"] for s in sessions)
+
+    # a session that dies (here: an exception at step 4) stays on record up to its last checkpoint
+    def crash(report):
+        if report.step == 4:
+            raise KeyboardInterrupt
+
+    cfg = make_config("sr", spec="tiny", batch_size=2, crop=48, warmup_steps=2, lr=3e-3, checkpoint_every=3, steps=6)
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            cfg,
+            tmp_path / "crash",
+            dataset=FakeBSR(),
+            num_classes=3,
+            class_names=CLASSES,
+            sigma_max=5.0,
+            progress=crash,
+        )
+    sessions = json.loads((tmp_path / "crash" / "run.json").read_text())["sessions"]
+    assert [(s["start_step"], s["end_step"], s["finished"]) for s in sessions] == [(0, 3, None)]
 
 
 @pytest.mark.parametrize(

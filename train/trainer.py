@@ -241,6 +241,7 @@ def train(
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         start = int(state["step"])
+    session_slot = len(info.sessions)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / RUN_FILE, info.to_dict())
@@ -331,6 +332,9 @@ def train(
             if step % config.checkpoint_every == 0 or step == config.steps:
                 dist_utils.broadcast_buffers(stage, ctx)
                 _save(run_dir, step, stage, optimizer, scheduler, scaler, config, ctx)
+                if ctx.is_main:  # a session killed later still shows the steps its checkpoints hold
+                    _record_session(info, session_slot, command, start, step, time.perf_counter() - t_start, ctx)
+                    write_json_atomic(run_dir / RUN_FILE, info.to_dict())
     finally:
         if log_handle is not None:
             log_handle.close()
@@ -339,20 +343,33 @@ def train(
     result.wall_s = time.perf_counter() - t_start
     result.steps_per_s = (step - start) / result.wall_s if result.wall_s > 0 else math.nan
     if ctx.is_main:
-        info.sessions.append(
-            {
-                "command": command,
-                "start_step": start,
-                "end_step": step,
-                "wall_s": round(result.wall_s, 1),
-                "device": str(ctx.device),
-                "world_size": ctx.world_size,
-                "threads": torch.get_num_threads(),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-        )
+        _record_session(info, session_slot, command, start, step, result.wall_s, ctx, finished=True)
         write_json_atomic(run_dir / RUN_FILE, info.to_dict())
     return result
+
+
+def _record_session(
+    info: RunInfo, slot: int, command: str, start: int, end: int, wall_s: float, ctx, finished: bool = False
+) -> None:
+    """Write this train() call's entry into ``info.sessions[slot]``.
+
+    Checkpoints update it as the run goes (``finished`` null); a killed session thus keeps the steps up
+    to its last checkpoint, which is where a resume continues from.
+    """
+    entry = {
+        "command": command,
+        "start_step": start,
+        "end_step": end,
+        "wall_s": round(wall_s, 1),
+        "device": str(ctx.device),
+        "world_size": ctx.world_size,
+        "threads": torch.get_num_threads(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) if finished else None,
+    }
+    if slot < len(info.sessions):
+        info.sessions[slot] = entry
+    else:
+        info.sessions.append(entry)
 
 
 def run_training(
