@@ -112,13 +112,7 @@ class TrainConfig:
         )
         _check(self.crops_per_scene >= 1, "crops_per_scene must be >= 1")
         _check(0.0 <= self.space_invariant_fraction <= 1.0, "space_invariant_fraction must be in [0, 1]")
-        _check(self.lr_noise >= 0.0, "lr_noise must be >= 0")
-        _check(self.lr_jpeg is None or 1 <= self.lr_jpeg <= 100, "lr_jpeg must be in 1..100")
-        _check(
-            self.lr_jpeg_max is None or (self.lr_jpeg is not None and self.lr_jpeg <= self.lr_jpeg_max <= 100),
-            "the LR JPEG quality range must be QMIN-QMAX within 1..100",
-        )
-        _check(0.0 <= self.lr_jpeg_probability <= 1.0, "lr_jpeg_probability must be in [0, 1]")
+        self.degradation()  # the LR noise / JPEG settings are checked where they are defined
         _check(self.threads is None or self.threads >= 1, "threads must be >= 1")
         _check(len(self.zoom_ratios) >= 1 and all(r >= 1.0 for r in self.zoom_ratios), "zoom ratios must be >= 1")
         _check(
@@ -134,6 +128,17 @@ class TrainConfig:
                 self.semantics_in_sr and not self.unconditioned,
                 "--no-semantics-in-sr and --unconditioned apply to the sr and blind stages",
             )
+
+    def degradation(self):
+        """The synthetic-bsr LR degradation these settings describe (a ``Degradation``; UsageError if invalid)."""
+        from cmosx.train.data.degrade import Degradation
+
+        return Degradation(
+            noise_sigma=self.lr_noise,
+            jpeg_quality=self.lr_jpeg,
+            jpeg_quality_max=self.lr_jpeg_max,
+            jpeg_probability=self.lr_jpeg_probability,
+        )
 
     # -- serialisation -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

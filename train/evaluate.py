@@ -103,16 +103,18 @@ class _SigmaBins:
         self.pixels = torch.zeros(len(self.edges) - 1, dtype=torch.float64)
         self.sse: dict[str, Tensor] = {}
         self._bins: Tensor | None = None
+        self._hr_y: Tensor | None = None
 
-    def set_image(self, blur_gt: Tensor) -> None:
-        """``1 x H x W`` ground-truth sigma of the next image's HR pixels."""
+    def set_image(self, blur_gt: Tensor, hr: Tensor) -> None:
+        """The next image: ``1 x H x W`` ground-truth sigma of its HR pixels and the ``3 x H x W`` HR image."""
+        self._hr_y = crop_border(rgb_to_y(hr), self.border).double()
         sigma = crop_border(blur_gt.double(), self.border).flatten()
         inner = torch.tensor(self.edges[1:-1], dtype=torch.float64)
         self._bins = torch.bucketize(sigma, inner, right=True)  # the top edge is inclusive
         self.pixels += torch.bincount(self._bins, minlength=len(self.pixels)).double()
 
-    def add(self, name: str, sr: Tensor, hr: Tensor) -> None:
-        err = (crop_border(rgb_to_y(sr.clamp(0.0, 1.0)), self.border) - crop_border(rgb_to_y(hr), self.border)).double()
+    def add(self, name: str, sr: Tensor) -> None:
+        err = crop_border(rgb_to_y(sr.clamp(0.0, 1.0)), self.border).double() - self._hr_y
         sums = torch.bincount(self._bins, weights=err.square().flatten(), minlength=len(self.pixels))
         self.sse[name] = self.sse.get(name, torch.zeros_like(self.pixels)) + sums
 
@@ -153,14 +155,14 @@ def _rows_for_sample(
     hr = sample["hr"]
     blur_gt = sample["blur"]
     labels = sample["labels"]
-    bins.set_image(blur_gt)
+    bins.set_image(blur_gt, hr)
 
     def score(name: str, out: Tensor) -> None:
         out = out[0].float().cpu()
         p, s = sr_psnr_ssim_y(out, hr, border)
         accs[name].add("psnr_y", p)
         accs[name].add("ssim_y", s)
-        bins.add(name, out, hr)
+        bins.add(name, out)
 
     score("bicubic", bicubic_upscale(lr, scale))
     score("aligned bilinear", grid_aligned_upsample(lr, scale))

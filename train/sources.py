@@ -100,14 +100,8 @@ def open_train_data(config: TrainConfig) -> tuple[Dataset, DataInfo]:
         ds = open_dataset(config.dataset, folder, "train")
         return ds, _folder_info(config.dataset, ds)
     from cmosx.train.data import SYNTHETIC_CLASSES, SyntheticBSR
-    from cmosx.train.data.degrade import Degradation
 
-    degradation = Degradation(
-        noise_sigma=config.lr_noise,
-        jpeg_quality=config.lr_jpeg,
-        jpeg_quality_max=config.lr_jpeg_max,
-        jpeg_probability=config.lr_jpeg_probability,
-    )
+    degradation = config.degradation()
     fraction = 1.0 if config.space_invariant_only else config.space_invariant_fraction
     ds = SyntheticBSR(
         seed=config.seed,

@@ -15,6 +15,7 @@ Progress goes to a callback (the CLI draws a tqdm bar) and, every ``log_every`` 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -128,13 +129,13 @@ def build_stage(
         cmos = build_cmos(spec, num_classes)
         if config.init:
             cmos, cmos_spec = _init_from(config, "cmos", num_classes)
-            spec = type(spec)(name=spec.name, cmos=cmos_spec, sr=spec.sr, scale=spec.scale)
+            spec = dataclasses.replace(spec, cmos=cmos_spec)
         stage: nn.Module = EstimatorStage(cmos, weights)
     elif config.stage == "sr":
         sr = build_sr(spec, num_classes)
         if config.init:
             sr, sr_spec = _init_from(config, "sr", num_classes)
-            spec = type(spec)(name=spec.name, cmos=spec.cmos, sr=sr_spec, scale=spec.scale)
+            spec = dataclasses.replace(spec, sr=sr_spec)
         stage = SRStage(sr, num_classes, spec.scale, use_blur, use_semantics)
     else:
         if not config.estimator:
@@ -148,7 +149,7 @@ def build_stage(
         sr = build_sr(spec, num_classes)
         if config.init:
             sr, sr_spec = _init_from(config, "sr", num_classes)
-        spec = type(spec)(name=spec.name, cmos=est.spec.cmos, sr=sr_spec, scale=spec.scale)
+        spec = dataclasses.replace(spec, cmos=est.spec.cmos, sr=sr_spec)
         stage = BlindStage(est.cmos, sr, sigma_max, use_blur, use_semantics)
     info = RunInfo(config=config, spec=spec, num_classes=num_classes, class_names=class_names, sigma_max=sigma_max)
     return stage, info

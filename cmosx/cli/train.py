@@ -95,6 +95,7 @@ def train_command(
     from cmosx.train.config import make_config, parse_crop, parse_quality_range
     from cmosx.train.runs import RUN_FILE, read_run_info
 
+    jpeg_range = parse_quality_range(lr_jpeg) if lr_jpeg else (None, None)
     overrides = dict(
         dataset=dataset,
         spec=spec,
@@ -120,8 +121,8 @@ def train_command(
         scene_size=parse_crop(scene_size) if scene_size else None,
         crops_per_scene=crops_per_scene,
         lr_noise=lr_noise,
-        lr_jpeg=parse_quality_range(lr_jpeg)[0] if lr_jpeg else None,
-        lr_jpeg_max=parse_quality_range(lr_jpeg)[1] if lr_jpeg else None,
+        lr_jpeg=jpeg_range[0],
+        lr_jpeg_max=jpeg_range[1],
         lr_jpeg_probability=lr_jpeg_probability,
     )
     run_dir = out or Path("runs") / f"{dataset}-{spec or 'lite'}-{stage}"
