@@ -19,7 +19,7 @@ from cmosx.train.checkpoint import (
     save_checkpoint,
 )
 from cmosx.train.config import make_config, parse_crop, parse_quality_range
-from cmosx.train.samples import StepBatches, TrainSamples
+from cmosx.train.samples import StepBatches, TrainSamples, split_steps
 from cmosx.train.schedule import WarmupCosine, warmup_cosine_factor
 
 
@@ -128,6 +128,19 @@ def test_step_batches_shard_without_overlap():
     rank0 = list(StepBatches(3, 5, batch_size=2, rank=0, world_size=2))
     rank1 = list(StepBatches(3, 5, batch_size=2, rank=1, world_size=2))
     assert rank0 == [[12, 13], [16, 17]] and rank1 == [[14, 15], [18, 19]]
+
+
+def test_step_batches_chunk_the_steps_that_share_rendered_items():
+    plain = [samples for samples in StepBatches(5, 13, batch_size=2)]
+    chunked = StepBatches(5, 13, batch_size=2, steps_per_chunk=4)
+    assert chunked.chunks() == [(5, 8), (8, 12), (12, 13)] and len(chunked) == 3
+    steps = [step for chunk in chunked for step in split_steps(chunk, 2)]
+    assert steps == plain  # the chunking never changes which samples a step gets
+    samples = TrainSamples(list(range(100)), seed=0, crop=(32, 32), shuffle=False, crops_per_item=4, group=2)
+    items = [{samples.item_number(k) for k in chunk} for chunk in chunked]
+    assert all(a.isdisjoint(b) for i, a in enumerate(items) for b in items[i + 1 :])  # one worker renders each
+    with pytest.raises(ValueError, match="whole steps"):
+        split_steps([1, 2, 3], 2)
 
 
 def test_rendered_items_are_reused_for_several_steps_of_crops():

@@ -149,6 +149,30 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert [(s["start_step"], s["end_step"], s["finished"]) for s in sessions] == [(0, 3, None)]
 
 
+class CountingStream(torch.utils.data.Dataset):
+    """A streamed (rendered-per-index) dataset that records which items were read."""
+
+    def __init__(self) -> None:
+        self.base, self.reads = FakeBSR(), []
+
+    def __len__(self) -> int:
+        return 10**6
+
+    def __getitem__(self, i: int) -> dict:
+        self.reads.append(i)
+        return self.base[i % len(self.base)]
+
+
+def test_streamed_items_are_rendered_once_for_all_their_steps_with_any_worker_count(tmp_path):
+    cfg = make_config("sr", spec="tiny", steps=7, batch_size=2, crop=48, warmup_steps=2, lr=3e-3, crops_per_scene=3)
+    common = dict(num_classes=3, class_names=CLASSES, sigma_max=5.0, streaming=True)
+    data = CountingStream()
+    in_process = train(cfg, tmp_path / "w0", dataset=data, **common)
+    assert len(data.reads) == len(set(data.reads)) == 3 * 2  # steps 0-2, 3-5, 6: two items each, read once
+    two_workers = train(make_config(**{**cfg.to_dict(), "num_workers": 2}), tmp_path / "w2", dataset=data, **common)
+    assert two_workers.losses == in_process.losses
+
+
 @pytest.mark.parametrize(
     ("stage", "flags"),
     [

@@ -5,8 +5,9 @@ Sample ``k`` of a run is: dataset item ``perm_e[k mod N]`` with ``perm_e`` a see
 optimizer step ``s`` on rank ``r`` of ``W`` holds samples ``(s W + r) b ... (s W + r) b + b - 1``. Nothing
 depends on what ran before, so the data order and augmentation of a resumed run equal those of an
 uninterrupted one, and ranks never see the same sample. For rendered (streamed) data, ``crops_per_item``
-lets several consecutive steps cut fresh crops from the same items (a memo avoids rendering them again
-within one process, so use at most one DataLoader worker for that to pay off).
+lets several consecutive steps cut fresh crops from the same items. A memo avoids rendering them again
+within one process; :class:`StepBatches` hands all the steps that share items to one DataLoader worker as
+one chunk, so the memo pays off with any number of workers.
 """
 
 from __future__ import annotations
@@ -163,15 +164,44 @@ class TrainSamples(Dataset):
 
 
 class StepBatches(Sampler[list[int]]):
-    """Yields the sample numbers of optimizer steps ``start, start + 1, ..., end - 1`` for one rank."""
+    """Sample numbers of optimizer steps ``start, start + 1, ..., end - 1`` for one rank, in chunks.
 
-    def __init__(self, start: int, end: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+    Each yielded list holds the samples of up to ``steps_per_chunk`` consecutive steps (``batch_size``
+    samples per step, step order kept), cut at multiples of ``steps_per_chunk`` so a chunk never spans two
+    blocks of steps that share rendered items (``TrainSamples.crops_per_item``). A DataLoader gives each
+    chunk to one worker; split it back into steps with :func:`split_steps`. Which samples a step gets does
+    not depend on the chunking, so runs resumed mid-chunk or with other worker counts see the same data.
+    """
+
+    def __init__(
+        self, start: int, end: int, batch_size: int, rank: int = 0, world_size: int = 1, steps_per_chunk: int = 1
+    ) -> None:
         self.start, self.end, self.batch, self.rank, self.world = start, end, batch_size, rank, world_size
+        self.chunk = max(1, steps_per_chunk)
+
+    def step_samples(self, step: int) -> list[int]:
+        first = (step * self.world + self.rank) * self.batch
+        return list(range(first, first + self.batch))
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """``(first_step, stop_step)`` of every chunk, in order."""
+        bounds, step = [], self.start
+        while step < self.end:
+            stop = min(self.end, (step // self.chunk + 1) * self.chunk)
+            bounds.append((step, stop))
+            step = stop
+        return bounds
 
     def __len__(self) -> int:
-        return max(0, self.end - self.start)
+        return len(self.chunks())
 
     def __iter__(self) -> Iterator[list[int]]:
-        for step in range(self.start, self.end):
-            first = (step * self.world + self.rank) * self.batch
-            yield list(range(first, first + self.batch))
+        for first, stop in self.chunks():
+            yield [k for step in range(first, stop) for k in self.step_samples(step)]
+
+
+def split_steps(samples: list[Any], batch_size: int) -> list[list[Any]]:
+    """A chunk's samples (as :class:`StepBatches` ordered them) -> one list per optimizer step."""
+    if len(samples) % batch_size:
+        raise ValueError(f"a chunk of {len(samples)} samples is not whole steps of {batch_size}")
+    return [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]

@@ -50,7 +50,7 @@ from cmosx.train.runs import (
     read_run_info,
     write_json_atomic,
 )
-from cmosx.train.samples import StepBatches, TrainSamples
+from cmosx.train.samples import StepBatches, TrainSamples, split_steps
 from cmosx.train.stages import PART_NAMES, BlindStage, EstimatorStage, SRStage
 
 METRICS_FILE = "metrics.jsonl"
@@ -94,6 +94,16 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return {
         key: torch.stack([item[key] for item in items]) for key in ("hr", "lr", "blur", "labels", "space_invariant")
     }
+
+
+class _CollateSteps:
+    """DataLoader collate of a :class:`StepBatches` chunk: one stacked batch per optimizer step (picklable)."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+
+    def __call__(self, items: list[dict[str, Any]]) -> list[dict[str, torch.Tensor]]:
+        return [_collate(step_items) for step_items in split_steps(items, self.batch_size)]
 
 
 def _init_from(config: TrainConfig, network: str, num_classes: int):
@@ -266,11 +276,13 @@ def train(
         group=config.batch_size,
     )
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
+    # streamed scenes serve `crops_per_scene` consecutive steps: one worker renders each scene once for them all
+    steps_per_chunk = config.crops_per_scene if streaming else 1
     loader = DataLoader(
         samples,
-        batch_sampler=StepBatches(start, end, config.batch_size, ctx.rank, ctx.world_size),
+        batch_sampler=StepBatches(start, end, config.batch_size, ctx.rank, ctx.world_size, steps_per_chunk),
         num_workers=config.num_workers,
-        collate_fn=_collate,
+        collate_fn=_CollateSteps(config.batch_size),
         persistent_workers=False,
     )
     part_names = PART_NAMES[config.stage]
@@ -281,7 +293,7 @@ def train(
     window: list[tuple[float, torch.Tensor]] = []
     step = start
     try:
-        for batch in loader:
+        for batch in (step_batch for chunk in loader for step_batch in chunk):
             lr = batch["lr"].to(ctx.device, non_blocking=True).contiguous(memory_format=memory_format)
             hr = batch["hr"].to(ctx.device, non_blocking=True).contiguous(memory_format=memory_format)
             blur = batch["blur"].to(ctx.device, non_blocking=True).contiguous(memory_format=memory_format)
