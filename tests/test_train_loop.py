@@ -128,6 +128,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
         sessions = json.loads((tmp_path / f"{stage}-split" / "run.json").read_text())["sessions"]
         assert [(s["start_step"], s["end_step"]) for s in sessions] == [(0, 4), (3, 6)]
         assert all(s["finished"] for s in sessions)
+        assert all(s["device"] == "cpu" and "CPUs" in s["device_name"] for s in sessions)
 
     # a session that dies (here: an exception at step 4) stays on record up to its last checkpoint
     def crash(report):

@@ -18,6 +18,8 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -361,6 +363,19 @@ def train(
     return result
 
 
+def _device_name(device: torch.device) -> str:
+    """What the run trained on, for the record: the GPU's name, or the CPU's model and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs"
+
+
 def _record_session(
     info: RunInfo, slot: int, command: str, start: int, end: int, wall_s: float, ctx, finished: bool = False
 ) -> None:
@@ -375,6 +390,7 @@ def _record_session(
         "end_step": end,
         "wall_s": round(wall_s, 1),
         "device": str(ctx.device),
+        "device_name": _device_name(ctx.device),
         "world_size": ctx.world_size,
         "threads": torch.get_num_threads(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) if finished else None,
