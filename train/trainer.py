@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -363,8 +364,12 @@ def train(
     return result
 
 
+@functools.cache
 def _device_name(device: torch.device) -> str:
-    """What the run trained on, for the record: the GPU's name, or the CPU's model and core count."""
+    """What the run trained on, for the record: the GPU's name, or the CPU's model and core count.
+
+    Cached: every checkpoint rewrites the session record, and the device does not change.
+    """
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     model = platform.processor() or platform.machine()
