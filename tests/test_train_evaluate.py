@@ -92,8 +92,8 @@ def test_cli_trains_three_stages_exports_and_evaluates(tmp_path, monkeypatch):
     runner = CliRunner()
     common = ["--dataset", "synthetic-bsr", "--spec", "tiny", "--steps", "2", "--batch-size", "2", "--crop", "32"]
     common += ["--scene-size", "64x64", "--threads", "1", "-q"]
-    for stage in ("estimator", "sr"):
-        result = runner.invoke(app, ["train", "--stage", stage, "--out", str(tmp_path / stage), *common])
+    for stage, extra in (("estimator", ["--blur-weight", "3", "--seg-weight", "0.5"]), ("sr", [])):
+        result = runner.invoke(app, ["train", "--stage", stage, "--out", str(tmp_path / stage), *common, *extra])
         assert result.exit_code == 0, result.output
     # fine-tune the sr run with JPEG-augmented LR inputs
     tune = ["train", "--stage", "sr", "--out", str(tmp_path / "sr-ft"), "--init", str(tmp_path / "sr"), *common]
@@ -106,7 +106,10 @@ def test_cli_trains_three_stages_exports_and_evaluates(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     card = json.loads((model_dir / "config.json").read_text())
     assert card["recipe"]["stages"]["blind"]["sessions"][0]["end_step"] == 2
-    assert card["recipe"]["stages"]["estimator"]["config"]["stage"] == "estimator"
+    estimator = card["recipe"]["stages"]["estimator"]["config"]
+    assert estimator["stage"] == "estimator"
+    assert (estimator["blur_weight"], estimator["aux_blur_weight"]) == (3.0, 1.5)
+    assert (estimator["seg_weight"], estimator["aux_seg_weight"]) == (0.5, 0.25)
     tuned = card["recipe"]["stages"]["sr"]
     assert tuned["config"]["lr_jpeg"] == 80 and tuned["config"]["lr_jpeg_max"] == 95
     assert tuned["config"]["lr_jpeg_probability"] == 0.5

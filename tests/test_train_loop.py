@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmosx.errors import ModelError
+from cmosx.errors import ModelError, UsageError
 from cmosx.train.checkpoint import latest_checkpoint, load_checkpoint
 from cmosx.train.config import make_config
 from cmosx.train.trainer import _collate, build_stage, train
@@ -203,3 +203,19 @@ def test_ablations_run_through_the_same_stage_code(stage, flags):
         other = batch["blur"] * 0 + 4.0
         again, _ = module(batch["lr"], batch["hr"], other, torch.zeros_like(batch["labels"]))
         assert torch.equal(again.detach(), loss.detach())
+
+
+def test_estimator_loss_weights_scale_their_terms():
+    batch = _collate([FakeBSR()[i] for i in range(2)])
+    parts = {}
+    for name, weights in {"default": {}, "reweighted": {"blur_weight": 3.0, "aux_seg_weight": 0.0}}.items():
+        torch.manual_seed(0)
+        module, _ = build_stage(make_config("estimator", spec="tiny", **weights), 3, CLASSES, 5.0)
+        with torch.no_grad():
+            _, parts[name] = module(batch["lr"], batch["hr"], batch["blur"], batch["labels"])
+    blur, seg, aux_blur, aux_seg = (float(p) for p in parts["reweighted"])
+    assert blur == pytest.approx(3.0 * float(parts["default"][0]), rel=1e-5)
+    assert (seg, aux_blur) == pytest.approx((float(parts["default"][1]), float(parts["default"][2])), rel=1e-5)
+    assert aux_seg == 0 and float(parts["default"][3]) > 0
+    with pytest.raises(UsageError, match="loss weights"):
+        make_config("estimator", spec="tiny", seg_weight=-1.0)

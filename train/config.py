@@ -114,6 +114,8 @@ class TrainConfig:
         _check(0.0 <= self.space_invariant_fraction <= 1.0, "space_invariant_fraction must be in [0, 1]")
         self.degradation()  # the LR noise / JPEG settings are checked where they are defined
         _check(self.threads is None or self.threads >= 1, "threads must be >= 1")
+        weights = (self.blur_weight, self.seg_weight, self.aux_blur_weight, self.aux_seg_weight)
+        _check(all(w >= 0 for w in weights), f"loss weights must be >= 0, got {weights}")
         _check(len(self.zoom_ratios) >= 1 and all(r >= 1.0 for r in self.zoom_ratios), "zoom ratios must be >= 1")
         _check(
             self.gia_mode is None or self.gia_mode in GIA_MODES,

@@ -89,6 +89,14 @@ def train_command(
     lr_jpeg_probability: Annotated[
         Optional[float], typer.Option("--lr-jpeg-probability", help="synthetic-bsr: share of LR images made JPEG.")
     ] = None,
+    blur_weight: Annotated[
+        Optional[float],
+        typer.Option("--blur-weight", help="estimator: weight of the blur L1 (1); the auxiliary one gets half."),
+    ] = None,
+    seg_weight: Annotated[
+        Optional[float],
+        typer.Option("--seg-weight", help="estimator: weight of the semantic CE (1); the auxiliary one gets half."),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -124,6 +132,10 @@ def train_command(
         lr_jpeg=jpeg_range[0],
         lr_jpeg_max=jpeg_range[1],
         lr_jpeg_probability=lr_jpeg_probability,
+        blur_weight=blur_weight,
+        aux_blur_weight=None if blur_weight is None else blur_weight / 2,
+        seg_weight=seg_weight,
+        aux_seg_weight=None if seg_weight is None else seg_weight / 2,
     )
     run_dir = out or Path("runs") / f"{dataset}-{spec or 'lite'}-{stage}"
     if resume and (run_dir / RUN_FILE).is_file():
