@@ -219,3 +219,16 @@ def test_estimator_loss_weights_scale_their_terms():
     assert aux_seg == 0 and float(parts["default"][3]) > 0
     with pytest.raises(UsageError, match="loss weights"):
         make_config("estimator", spec="tiny", seg_weight=-1.0)
+
+
+def test_the_pixel_loss_is_l1_or_mean_squared_error(tmp_path):
+    from cmosx.train.losses import pixel_loss
+
+    sr, hr = torch.full((1, 3, 4, 4), 0.5), torch.zeros(1, 3, 4, 4)
+    assert float(pixel_loss(sr, hr)) == pytest.approx(0.5)
+    assert float(pixel_loss(sr, hr, "l2")) == pytest.approx(0.25)
+    cfg, _ = _run(tmp_path, "l2", "sr", 2, pixel_loss="l2")
+    rows = [json.loads(line) for line in (tmp_path / "l2" / "metrics.jsonl").read_text().splitlines()]
+    assert "l2" in rows[-1] and "l1" not in rows[-1]
+    with pytest.raises(UsageError, match="pixel loss"):
+        make_config("sr", spec="tiny", pixel_loss="l3")

@@ -76,6 +76,8 @@ class TrainConfig:
     seg_weight: float = 1.0
     aux_blur_weight: float = 0.5
     aux_seg_weight: float = 0.5
+    # sr / blind pixel loss: "l1" (the paper) or "l2" (MSE, what PSNR measures)
+    pixel_loss: str = "l1"
     # ablations (paper Table 5 and section 4.4), all through the same code path
     gia_mode: str | None = None  # None = the spec's own mode
     single_task: bool = False  # estimator: blur loss only (no semantic supervision)
@@ -116,6 +118,7 @@ class TrainConfig:
         _check(self.threads is None or self.threads >= 1, "threads must be >= 1")
         weights = (self.blur_weight, self.seg_weight, self.aux_blur_weight, self.aux_seg_weight)
         _check(all(w >= 0 for w in weights), f"loss weights must be >= 0, got {weights}")
+        _check(self.pixel_loss in ("l1", "l2"), f"pixel loss must be l1 or l2, got {self.pixel_loss!r}")
         _check(len(self.zoom_ratios) >= 1 and all(r >= 1.0 for r in self.zoom_ratios), "zoom ratios must be >= 1")
         _check(
             self.gia_mode is None or self.gia_mode in GIA_MODES,

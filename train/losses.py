@@ -2,7 +2,8 @@
 
 - estimator: ``w_blur L1(blur) + w_seg CE(logits) + w_aux_blur L1(aux blur) + w_aux_seg CE(aux logits)``;
   predictions are upsampled bilinearly to HR and compared with the HR ground truth, CE ignores 255.
-- sr and blind: L1 between the SR output and the HR image.
+- sr and blind: L1 (the paper's loss) or, with ``--pixel-loss l2``, MSE between the SR output and the HR
+  image (MSE is what PSNR measures).
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ def estimator_loss(
     return total, {name: value.item() for name, value in terms.items()}
 
 
-def pixel_l1(sr: Tensor, hr: Tensor) -> Tensor:
-    """L1 between the SR output (not clamped) and the HR image."""
+PIXEL_LOSSES = ("l1", "l2")
+
+
+def pixel_loss(sr: Tensor, hr: Tensor, kind: str = "l1") -> Tensor:
+    """L1 (``kind="l1"``) or mean squared error (``"l2"``) between the SR output (not clamped) and the HR
+    image, both ``B x 3 x H x W`` in [0, 1]."""
+    if kind == "l2":
+        return F.mse_loss(sr.float(), hr)
     return F.l1_loss(sr.float(), hr)

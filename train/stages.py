@@ -1,8 +1,8 @@
 """The three training stages as modules whose ``forward(batch)`` returns the loss.
 
 - :class:`EstimatorStage`: CMOS trained with L1(blur) + CE(semantics) on final and auxiliary outputs.
-- :class:`SRStage`: RRDB-SFT fed the ground-truth maps (area-downsampled to LR), L1 on pixels.
-- :class:`BlindStage`: a frozen CMOS (eval mode, no grad) feeds its estimates to RRDB-SFT, L1 on pixels.
+- :class:`SRStage`: RRDB-SFT fed the ground-truth maps (area-downsampled to LR), L1 (or L2) on pixels.
+- :class:`BlindStage`: a frozen CMOS (eval mode, no grad) feeds its estimates to RRDB-SFT, L1 (or L2) on pixels.
 
 Each holds its networks as ``self.cmos`` / ``self.sr``, so a stage's ``state_dict`` has keys ``cmos.*`` and
 ``sr.*`` (what checkpoints and exports read). Returning the loss from ``forward`` lets DDP wrap the stage.
@@ -19,11 +19,12 @@ from torch import Tensor, nn
 
 from cmosx.train import losses
 
-PART_NAMES = {
-    "estimator": ("blur", "seg", "aux_blur", "aux_seg"),
-    "sr": ("l1",),
-    "blind": ("l1",),
-}
+ESTIMATOR_PARTS = ("blur", "seg", "aux_blur", "aux_seg")
+
+
+def part_names(stage: str, pixel_loss: str = "l1") -> tuple[str, ...]:
+    """Names of the loss terms a stage reports (the metrics.jsonl keys)."""
+    return ESTIMATOR_PARTS if stage == "estimator" else (pixel_loss,)
 
 
 def cmos_prior(cmos_out, sigma_max: float) -> tuple[Tensor, Tensor]:
@@ -59,15 +60,17 @@ class EstimatorStage(nn.Module):
             aux_blur_weight=self.weights["aux_blur"],
             aux_seg_weight=self.weights["aux_seg"],
         )
-        vector = torch.tensor([parts.get(name, 0.0) for name in PART_NAMES["estimator"]])
+        vector = torch.tensor([parts.get(name, 0.0) for name in ESTIMATOR_PARTS])
         return total, vector
 
 
 class SRStage(nn.Module):
-    def __init__(self, sr: nn.Module, num_classes: int, scale: int, use_blur: bool, use_semantics: bool) -> None:
+    def __init__(
+        self, sr: nn.Module, num_classes: int, scale: int, use_blur: bool, use_semantics: bool, pixel_loss: str = "l1"
+    ) -> None:
         super().__init__()
         self.sr = sr
-        self.num_classes, self.scale = num_classes, scale
+        self.num_classes, self.scale, self.pixel_loss = num_classes, scale, pixel_loss
         self.use_blur, self.use_semantics = use_blur, use_semantics
 
     def forward(self, lr: Tensor, hr: Tensor, blur: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -78,14 +81,22 @@ class SRStage(nn.Module):
         blur_lr, semantic_lr = condition(blur_lr, semantic_lr, self.use_blur, self.use_semantics)
         fmt = torch.channels_last if lr.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         out = self.sr(lr, blur_lr.contiguous(memory_format=fmt), semantic_lr.contiguous(memory_format=fmt))
-        loss = losses.pixel_l1(out, hr)
+        loss = losses.pixel_loss(out, hr, self.pixel_loss)
         return loss, loss.detach().reshape(1).float().cpu()
 
 
 class BlindStage(nn.Module):
-    def __init__(self, cmos: nn.Module, sr: nn.Module, sigma_max: float, use_blur: bool, use_semantics: bool) -> None:
+    def __init__(
+        self,
+        cmos: nn.Module,
+        sr: nn.Module,
+        sigma_max: float,
+        use_blur: bool,
+        use_semantics: bool,
+        pixel_loss: str = "l1",
+    ) -> None:
         super().__init__()
-        self.cmos, self.sr = cmos, sr
+        self.cmos, self.sr, self.pixel_loss = cmos, sr, pixel_loss
         self.sigma_max = sigma_max
         self.use_blur, self.use_semantics = use_blur, use_semantics
         for p in self.cmos.parameters():
@@ -102,5 +113,5 @@ class BlindStage(nn.Module):
         blur_lr, semantic_lr = condition(blur_lr, semantic_lr, self.use_blur, self.use_semantics)
         fmt = torch.channels_last if lr.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         out = self.sr(lr, blur_lr.contiguous(memory_format=fmt), semantic_lr.contiguous(memory_format=fmt))
-        loss = losses.pixel_l1(out, hr)
+        loss = losses.pixel_loss(out, hr, self.pixel_loss)
         return loss, loss.detach().reshape(1).float().cpu()

@@ -54,7 +54,7 @@ from cmosx.train.runs import (
     write_json_atomic,
 )
 from cmosx.train.samples import StepBatches, TrainSamples, split_steps
-from cmosx.train.stages import PART_NAMES, BlindStage, EstimatorStage, SRStage
+from cmosx.train.stages import BlindStage, EstimatorStage, SRStage, part_names
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -149,7 +149,7 @@ def build_stage(
         if config.init:
             sr, sr_spec = _init_from(config, "sr", num_classes)
             spec = dataclasses.replace(spec, sr=sr_spec)
-        stage = SRStage(sr, num_classes, spec.scale, use_blur, use_semantics)
+        stage = SRStage(sr, num_classes, spec.scale, use_blur, use_semantics, config.pixel_loss)
     else:
         if not config.estimator:
             raise UsageError("the blind stage needs --estimator (an estimator run folder or a model)")
@@ -163,7 +163,7 @@ def build_stage(
         if config.init:
             sr, sr_spec = _init_from(config, "sr", num_classes)
         spec = dataclasses.replace(spec, cmos=est.spec.cmos, sr=sr_spec)
-        stage = BlindStage(est.cmos, sr, sigma_max, use_blur, use_semantics)
+        stage = BlindStage(est.cmos, sr, sigma_max, use_blur, use_semantics, config.pixel_loss)
     info = RunInfo(config=config, spec=spec, num_classes=num_classes, class_names=class_names, sigma_max=sigma_max)
     return stage, info
 
@@ -288,7 +288,7 @@ def train(
         collate_fn=_CollateSteps(config.batch_size),
         persistent_workers=False,
     )
-    part_names = PART_NAMES[config.stage]
+    names = part_names(config.stage, config.pixel_loss)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     result = TrainResult(run_dir=run_dir, start_step=start, final_step=start, stage=stage)
     log_handle = open(run_dir / METRICS_FILE, "a", encoding="utf-8") if ctx.is_main else None  # noqa: SIM115
@@ -331,7 +331,7 @@ def train(
                 step=step,
                 total_steps=config.steps,
                 loss=mean_loss,
-                parts={n: float(v) for n, v in zip(part_names, mean_parts, strict=True)},
+                parts={n: float(v) for n, v in zip(names, mean_parts, strict=True)},
                 lr=current_lr,
                 steps_per_s=len(window) / elapsed,
                 samples_per_s=len(window) * config.batch_size * ctx.world_size / elapsed,

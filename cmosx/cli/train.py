@@ -97,6 +97,9 @@ def train_command(
         Optional[float],
         typer.Option("--seg-weight", help="estimator: weight of the semantic CE (1); the auxiliary one gets half."),
     ] = None,
+    pixel_loss: Annotated[
+        Optional[str], typer.Option("--pixel-loss", help="sr/blind: l1 (the paper's, default) or l2 (MSE).")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -136,6 +139,7 @@ def train_command(
         aux_blur_weight=None if blur_weight is None else blur_weight / 2,
         seg_weight=seg_weight,
         aux_seg_weight=None if seg_weight is None else seg_weight / 2,
+        pixel_loss=pixel_loss,
     )
     run_dir = out or Path("runs") / f"{dataset}-{spec or 'lite'}-{stage}"
     if resume and (run_dir / RUN_FILE).is_file():
