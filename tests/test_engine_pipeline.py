@@ -37,6 +37,9 @@ def test_untiled_pipeline_equals_the_chained_networks(tiny):
     # the engine frames the photo with replicated pixels (one alignment cell) and crops the frame off
     framed = engine._frame(image.clamp(0, 1))
     assert framed.shape[-2:] == (120 + 2 * engine.sr_align[0], 160 + 2 * engine.sr_align[1])
+    # the engine runs a copy of CMOS with its (randomised) BatchNorms folded; the model keeps its own
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in engine.cmos.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in tiny.cmos.modules())
     with torch.inference_mode():
         direct = tiny.blind_sr()(framed[None])
     assert result.image.shape == (3, 480, 640)
