@@ -210,3 +210,40 @@ def test_golden_outputs_of_the_seeded_tiny_model():
     torch.testing.assert_close(maps.logits_lr, stored["output.logits_lr"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out, stored["output.sr"], rtol=1e-5, atol=1e-5)
     assert json.loads(json.dumps(_card().to_dict()))["spec"]["name"] == "tiny"
+
+
+def test_companion_sr_networks_load_beside_the_model_and_from_the_hub(saved, tmp_path, monkeypatch):
+    from cmosx.models.weights_io import save_sr_network
+
+    weights, config, digest, cmos, sr, card = saved
+    companion = _perturbed_networks(card)[1]
+    sha = save_sr_network(tmp_path / "upper.safetensors", companion, "tiny-test:upper", storage_dtype=torch.float16)
+    card.companions = {"upper": {"weights": "upper.safetensors", "sha256": sha}}
+    config.write_text(card.to_json())
+    loaded = hub.resolve_model(str(tmp_path))
+    assert hub.load_companion(loaded, "baseline") is None
+    upper = hub.load_companion(loaded, "upper")
+    for key, value in companion.state_dict().items():  # stored in float16, loaded back as float32
+        assert torch.equal(upper.state_dict()[key], value.half().float()), key
+    # from an offline Hub cache: the companion is fetched from the same repo folder
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    cache = tmp_path / "hub"
+    _hub_cache(cache, weights, config, commit)
+    snapshot = cache / "models--someone--cmosx-tiny" / "snapshots" / commit
+    blob = cache / "models--someone--cmosx-tiny" / "blobs" / sha
+    blob.write_bytes((tmp_path / "upper.safetensors").read_bytes())
+    os.symlink(f"../../blobs/{sha}", snapshot / "upper.safetensors")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    from_hub = hub.load_companion(hub.resolve_model("hf://someone/cmosx-tiny"), "upper")
+    assert torch.equal(from_hub.state_dict()["conv_first.weight"], upper.state_dict()["conv_first.weight"])
+    # a changed file, a missing one and a path outside the model's folder are refused
+    (tmp_path / "upper.safetensors").write_bytes((tmp_path / "upper.safetensors").read_bytes()[:-1] + b"\0")
+    with pytest.raises(ChecksumError, match="upper.safetensors: sha256 mismatch"):
+        hub.load_companion(loaded, "upper")
+    (tmp_path / "upper.safetensors").unlink()
+    with pytest.raises(ModelError, match="upper.safetensors: weights file not found"):
+        hub.load_companion(loaded, "upper")
+    loaded.card.companions = {"upper": {"weights": "../elsewhere.safetensors", "sha256": sha}}
+    with pytest.raises(ModelError, match="bad companion entry"):
+        hub.load_companion(loaded, "upper")

@@ -185,3 +185,64 @@ def test_bundled_model_restores_held_out_scenes_better_than_interpolation():
     assert mean["model"] > mean["bicubic"] + BUNDLED_MARGIN_OVER_BICUBIC_DB, mean
     assert mean["model"] > mean["aligned bilinear"] + BUNDLED_MARGIN_OVER_BILINEAR_DB, mean
     assert report.rows["model"]["mean"]["blur_psnr"] > BUNDLED_MIN_BLUR_PSNR_DB, report.rows["model"]["mean"]
+
+
+def test_companions_make_the_evaluation_reproducible_from_the_shipped_files(tmp_path, monkeypatch):
+    """`weights export --upper/--baseline` ships the other rows' SR networks; eval and verify use them."""
+    from cmosx.cli.main import app
+    from cmosx.models import hub
+    from cmosx.train import sources
+
+    monkeypatch.setattr(sources, "SYNTHETIC_TEST_SIZE", (64, 64))
+    monkeypatch.setattr(sources, "SYNTHETIC_TEST_COUNT", 2)
+    bundled = tmp_path / "weights"
+    bundled.mkdir()
+    (bundled / "manifest.json").write_text('{"models": {}}')
+    monkeypatch.setattr(hub, "bundled_dir", lambda: bundled)
+    runner = CliRunner()
+    common = ["--dataset", "synthetic-bsr", "--spec", "tiny", "--steps", "2", "--batch-size", "2", "--crop", "32"]
+    common += ["--scene-size", "64x64", "--threads", "1", "-q"]
+
+    def train(out: str, *extra: str) -> None:
+        result = runner.invoke(app, ["train", "--out", str(tmp_path / out), *common, *extra])
+        assert result.exit_code == 0, result.output
+
+    train("est", "--stage", "estimator")
+    train("sr", "--stage", "sr")
+    train("base", "--stage", "sr", "--unconditioned")
+    train("blind", "--stage", "blind", "--estimator", str(tmp_path / "est"), "--init", str(tmp_path / "sr"))
+    export = ["weights", "export", str(tmp_path / "blind"), "tiny-c", "--eval-images", "0"]
+    refused = runner.invoke(app, [*export, "--baseline", str(tmp_path / "sr")])
+    assert refused.exit_code == 2 and "--unconditioned" in refused.output
+    result = runner.invoke(app, [*export, "--upper", str(tmp_path / "sr"), "--baseline", str(tmp_path / "base")])
+    assert result.exit_code == 0, result.output
+    card = json.loads((bundled / "tiny-c.json").read_text())
+    assert set(card["companions"]) == {"upper", "baseline"}
+    assert card["companions"]["baseline"]["conditioning"] == {"blur": False, "semantics": False}
+    assert card["companions"]["upper"]["recipe"]["run"] == str(tmp_path / "sr")
+    assert (bundled / "tiny-c.upper.safetensors").is_file() and (bundled / "tiny-c.baseline.safetensors").is_file()
+    verified = runner.invoke(app, ["weights", "verify"])
+    assert verified.exit_code == 0 and "OK  tiny-c:baseline" in verified.output, verified.output
+    assert "for eval: baseline" in runner.invoke(app, ["weights", "list"]).output
+    # eval of the shipped model alone gives the same rows as eval with the run folders named
+    evaluate = ["eval", "--dataset", "synthetic-bsr", "--model", "tiny-c", "--groups", "1", "--json", "-q"]
+    shipped = runner.invoke(app, evaluate)
+    assert shipped.exit_code == 0, shipped.output
+    named = runner.invoke(app, [*evaluate, "--upper", str(tmp_path / "sr"), "--baseline", str(tmp_path / "base")])
+    shipped, named = json.loads(shipped.output), json.loads(named.output)
+    assert shipped["sources"]["baseline"] == "tiny-c:baseline" and shipped["sources"]["upper bound"] == "tiny-c:upper"
+    for row in ("upper bound", "baseline", "model"):
+        assert shipped["rows"][row]["mean"]["psnr_y"] == pytest.approx(named["rows"][row]["mean"]["psnr_y"], abs=1e-9)
+    # a run started from the shipped model records it (sha256 and its card's recipe) in the next card
+    train("blind2", "--stage", "blind", "--estimator", "tiny-c", "--init", "tiny-c")
+    again = runner.invoke(app, ["weights", "export", str(tmp_path / "blind2"), "tiny-d", "--eval-images", "0"])
+    assert again.exit_code == 0, again.output
+    recipe = json.loads((bundled / "tiny-d.json").read_text())["recipe"]
+    sha = json.loads((bundled / "manifest.json").read_text())["models"]["tiny-c"]["sha256"]
+    assert recipe["stages"]["sr"] == {"model": "tiny-c", "sha256": sha}
+    assert recipe["models"]["tiny-c"]["recipe"]["stages"]["blind"]["run"] == str(tmp_path / "blind")
+    # a corrupted companion fails verify (exit 1) and names the file
+    path = bundled / "tiny-c.baseline.safetensors"
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    failed = runner.invoke(app, ["weights", "verify", "tiny-c"])
+    assert failed.exit_code == 1 and "tiny-c.baseline.safetensors: sha256 mismatch" in failed.output

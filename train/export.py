@@ -5,6 +5,10 @@ came from: configs, exact commands, steps, wall time) and the evaluation figures
 dataset's test groups. ``dest`` is either a NAME -- written into the bundled folder (``weights/``) as
 ``NAME.safetensors`` + ``NAME.json`` and registered in ``weights/manifest.json`` -- or a folder path,
 which receives ``model.safetensors`` + ``config.json``.
+
+``companions`` ({"upper": RUN, "baseline": RUN}) stores the SR networks of the evaluation's other rows
+beside the model (``NAME.upper.safetensors`` bundled, ``upper.safetensors`` in a folder), listed in the
+card with their sha256 and recipe, so ``cmosx eval`` re-runs every row from the shipped files.
 """
 
 from __future__ import annotations
@@ -30,33 +34,58 @@ class Exported:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _run_record(ref: str | None) -> dict[str, Any] | None:
-    """A run's config, command and sessions; a run it was fine-tuned from (``--init``) nests as ``init``."""
+COMPANION_ROLES = ("upper", "baseline")
+
+
+def _model_record(ref: str, models: dict[str, Any]) -> dict[str, Any]:
+    """A model a run started from: its reference and sha256; its card's recipe (its history) goes once
+    into ``models`` (the recipe's ``models`` entry)."""
+    from cmosx.models.hub import resolve_model
+
+    try:
+        loaded = resolve_model(ref)
+    except ModelError:
+        return {"model": ref}
+    models.setdefault(ref, {"sha256": loaded.sha256, "recipe": loaded.card.recipe})
+    return {"model": ref, "sha256": loaded.sha256}
+
+
+def _run_record(ref: str | None, models: dict[str, Any]) -> dict[str, Any] | None:
+    """A run's config, command and sessions; a run or model it was fine-tuned from (``--init``) nests as
+    ``init``. Models met on the way are described once in ``models``."""
     if not ref:
         return None
     if not is_run_dir(ref):
-        return {"model": ref}
+        return _model_record(ref, models)
     info = read_run_info(Path(ref))
     record = {"run": str(ref), "command": info.command, "config": info.config.to_dict(), "sessions": info.sessions}
     if info.config.init and info.config.stage != "blind":
-        record["init"] = _run_record(info.config.init)
+        record["init"] = _run_record(info.config.init, models)
     return record
 
 
-def recipe_for(run_dir: Path) -> dict[str, Any]:
-    """The training history of a blind run (and the runs it was built from)."""
+def recipe_for(run_dir: Path, models: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The training history of a blind run (and the runs and models it was built from).
+
+    ``models``: models met on the way (name -> sha256 and recipe), filled in; stored as the recipe's
+    ``models`` entry when not empty.
+    """
     info = read_run_info(run_dir)
     cfg = info.config
-    return {
+    models = {} if models is None else models
+    recipe = {
         "dataset": cfg.dataset,
         "spec": cfg.spec,
         "conditioning": {"blur": not cfg.unconditioned, "semantics": cfg.semantics_in_sr and not cfg.unconditioned},
         "stages": {
-            "estimator": _run_record(cfg.estimator),
-            "sr": _run_record(cfg.init),
+            "estimator": _run_record(cfg.estimator, models),
+            "sr": _run_record(cfg.init, models),
             "blind": {"run": str(run_dir), "command": info.command, "config": cfg.to_dict(), "sessions": info.sessions},
         },
     }
+    if models:
+        recipe["models"] = models
+    return recipe
 
 
 def export_run(
@@ -68,15 +97,17 @@ def export_run(
     description: str = "",
     make_default: bool | None = None,
     storage_dtype: str | None = None,
+    companions: dict[str, str | Path] | None = None,
 ) -> Exported:
     """Write the model of a blind run to ``dest`` (a bundled NAME or a folder path).
 
     ``metrics``: figures to store; if None and ``eval_images`` > 0, the run's dataset test groups are
     evaluated (``eval_images`` images per group) and stored. ``storage_dtype``: "float16" stores the
     weights at half size (they load back into float32). ``make_default``: for a bundled NAME, make it
-    the default model (None: only when the manifest has no default yet).
+    the default model (None: only when the manifest has no default yet). ``companions``: role ->
+    run folder of an SR network to ship beside the model (see the module docstring).
     """
-    from cmosx.models.weights_io import ModelCard, save_model
+    from cmosx.models.weights_io import ModelCard, save_model, save_sr_network
 
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
@@ -85,13 +116,21 @@ def export_run(
     nets = load_networks(str(run_dir))
     if nets.cmos is None or nets.sr is None:
         raise ModelError(f"{run_dir}: the checkpoint lacks the CMOS or the SR network")
+    extra = {role: _companion_networks(role, ref, nets) for role, ref in (companions or {}).items()}
     if metrics is None and eval_images > 0:
         from cmosx.train.evaluate import evaluate
         from cmosx.train.sources import open_test_group
 
         groups = {g: open_test_group(info.config.dataset, info.config.root, g)[0] for g in (1, 2, 3, 4, 5)}
-        upper = load_networks(nets.sr_stage_source) if nets.sr_stage_source else None
-        report = evaluate(nets, groups, dataset_name=info.config.dataset, upper=upper, limit=eval_images)
+        upper = extra.get("upper") or (load_networks(nets.sr_stage_source) if nets.sr_stage_source else None)
+        report = evaluate(
+            nets,
+            groups,
+            dataset_name=info.config.dataset,
+            upper=upper,
+            baseline=extra.get("baseline"),
+            limit=eval_images,
+        )
         metrics = report.to_dict()
     bundled = "/" not in dest and "\\" not in dest and not dest.startswith(".")
     if bundled:
@@ -106,6 +145,24 @@ def export_run(
         folder = Path(dest)
         weights, config = folder / "model.safetensors", folder / "config.json"
         name = folder.name
+    dtypes = {None: None, "float32": None, "float16": torch.float16}
+    if storage_dtype not in dtypes:
+        raise UsageError(f"storage dtype {storage_dtype!r}: use float32 or float16")
+    models: dict[str, Any] = {}
+    recipe = recipe_for(run_dir, models)
+    companion_entries = {}
+    for role, companion in extra.items():
+        path = folder / (f"{dest}.{role}.safetensors" if bundled else f"{role}.safetensors")
+        sha = save_sr_network(path, companion.sr, f"{name}:{role}", storage_dtype=dtypes[storage_dtype])
+        companion_entries[role] = {
+            "weights": path.name,
+            "sha256": sha,
+            "size": path.stat().st_size,
+            "conditioning": {"blur": companion.use_blur, "semantics": companion.use_semantics},
+            "recipe": _run_record(str(companions[role]), models),
+        }
+    if models:
+        recipe["models"] = models
     card = ModelCard(
         name=name,
         spec=nets.spec,
@@ -113,17 +170,34 @@ def export_run(
         class_names=nets.class_names,
         scale=nets.spec.scale,
         sigma_max=nets.sigma_max,
-        recipe=recipe_for(run_dir),
+        recipe=recipe,
         metrics=metrics or {},
         description=description
         or f"CMOS + RRDB-SFT ({info.config.spec}) trained on {info.config.dataset} with cmosx train",
+        companions=companion_entries,
     )
-    dtypes = {None: None, "float32": None, "float16": torch.float16}
-    if storage_dtype not in dtypes:
-        raise UsageError(f"storage dtype {storage_dtype!r}: use float32 or float16")
     sha = save_model(weights, config, nets.cmos, nets.sr, card, storage_dtype=dtypes[storage_dtype])
     if bundled:
         if make_default is None:
             make_default = not any(m.is_default for m in bundled_models())
         register_bundled(name, weights.name, config.name, default=make_default)
     return Exported(weights=weights, config=config, sha256=sha, metrics=metrics or {})
+
+
+def _companion_networks(role: str, ref: str | Path, model):
+    """The SR network of run folder ``ref`` to ship as companion ``role``, checked against the model."""
+    if role not in COMPANION_ROLES:
+        raise UsageError(f"companion {role!r}: use one of {', '.join(COMPANION_ROLES)}")
+    if not is_run_dir(ref):
+        raise UsageError(f"{ref}: the {role} companion must be a run folder (cmosx train --stage sr)")
+    nets = load_networks(str(ref))
+    if nets.sr is None:
+        raise ModelError(f"{ref}: the run holds no SR network")
+    if (nets.spec, nets.num_classes) != (model.spec, model.num_classes):
+        raise UsageError(f"{ref}: its SR network's spec or classes differ from the model's")
+    conditioned = nets.use_blur or nets.use_semantics
+    if role == "baseline" and conditioned:
+        raise UsageError(f"{ref}: a baseline companion must be blur-unaware (trained with --unconditioned)")
+    if role == "upper" and not nets.use_blur:
+        raise UsageError(f"{ref}: an upper companion must be conditioned on the blur map")
+    return nets

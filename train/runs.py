@@ -148,6 +148,8 @@ class Networks:
     source: str = ""
     recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
     sr_stage_source: str | None = None  # the sr-stage run this SR network was fine-tuned from, if known
+    companions: tuple[str, ...] = ()  # roles of the model's companion SR networks ("upper", "baseline")
+    loaded_model: Any = None  # the LoadedModel of a model reference (None for a run folder)
 
 
 def load_networks(ref: str | None) -> Networks:
@@ -199,4 +201,33 @@ def load_networks(ref: str | None) -> Networks:
         source=loaded.source,
         recipe=dict(recipe),
         sr_stage_source=sr_run if sr_run and is_run_dir(sr_run) else None,
+        companions=tuple(sorted(card.companions)),
+        loaded_model=loaded,
+    )
+
+
+def load_companion_networks(nets: Networks, role: str) -> Networks | None:
+    """The companion SR network ``role`` of a model (its card's ``companions``) as :class:`Networks`.
+
+    None when ``nets`` is not a model or has no such companion. ``upper``: trained on ground-truth maps;
+    ``baseline``: blur-unaware (its maps are zeroed, as its card's conditioning says).
+    """
+    if nets.loaded_model is None or role not in nets.companions:
+        return None
+    from cmosx.models.hub import load_companion
+
+    sr = load_companion(nets.loaded_model, role)
+    entry = nets.loaded_model.card.companions[role]
+    conditioning = entry.get("conditioning", {})
+    return Networks(
+        spec=nets.spec,
+        num_classes=nets.num_classes,
+        class_names=list(nets.class_names),
+        sigma_max=nets.sigma_max,
+        cmos=None,
+        sr=sr,
+        use_blur=bool(conditioning.get("blur", True)),
+        use_semantics=bool(conditioning.get("semantics", True)),
+        source=f"{nets.source}:{role}",
+        recipe=dict(entry.get("recipe") or {}),
     )

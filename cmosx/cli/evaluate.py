@@ -39,11 +39,18 @@ def evaluate_command(
         Optional[str], typer.Option("--model", help="Run folder, model folder/file, bundled name or hf:// reference.")
     ] = None,
     baseline: Annotated[
-        Optional[str], typer.Option("--baseline", help="A second model/run, e.g. a blur-unaware SR baseline.")
+        Optional[str],
+        typer.Option(
+            "--baseline",
+            help="A second model/run, e.g. a blur-unaware SR baseline (default: the model's baseline companion).",
+        ),
     ] = None,
     upper: Annotated[
         Optional[str],
-        typer.Option("--upper", help="SR network of the upper-bound row (default: the model's sr-stage run)."),
+        typer.Option(
+            "--upper",
+            help="SR network of the upper-bound row (default: the model's upper companion, else its sr-stage run).",
+        ),
     ] = None,
     root: Annotated[
         Optional[Path],
@@ -66,7 +73,7 @@ def evaluate_command(
     import torch
 
     from cmosx.train.evaluate import evaluate, format_table
-    from cmosx.train.runs import load_networks
+    from cmosx.train.runs import load_companion_networks, load_networks
     from cmosx.train.sources import open_test_group
 
     if threads:
@@ -75,9 +82,10 @@ def evaluate_command(
     if limit is not None and limit < 1:
         raise UsageError("--limit must be >= 1")
     nets = load_networks(model)  # None: the bundled default model
-    base = load_networks(baseline) if baseline else None
-    upper_ref = upper or nets.sr_stage_source
-    upper_nets = load_networks(upper_ref) if upper_ref else None
+    base = load_networks(baseline) if baseline else load_companion_networks(nets, "baseline")
+    upper_nets = load_networks(upper) if upper else load_companion_networks(nets, "upper")
+    if upper_nets is None and nets.sr_stage_source:
+        upper_nets = load_networks(nets.sr_stage_source)
     sets = {g: open_test_group(dataset, root, g, seed=seed)[0] for g in wanted}
     bar = None
 

@@ -58,6 +58,11 @@ def list_command() -> None:
         typer.echo(f"  classes:  {card.num_classes} ({', '.join(card.class_names)})")
         typer.echo(f"  trained:  {data}")
         typer.echo(f"  measured: {_figures(card.metrics)}")
+        if card.companions:
+            shipped = ", ".join(
+                f"{role} ({entry.get('size', 0) / 1e6:.1f} MB)" for role, entry in sorted(card.companions.items())
+            )
+            typer.echo(f"  for eval: {shipped}")
         if card.description:
             typer.echo(f"  about:    {card.description}")
 
@@ -82,11 +87,14 @@ def verify_command(
     for model in models:
         try:
             digest = model.verify()
+            companions = model.verify_companions()
         except CmosxError as error:
             typer.echo(f"Error: {error}", err=True)
             failed += 1
         else:
             typer.echo(f"OK  {model.name}  sha256 {digest}")
+            for role, companion_digest in companions.items():
+                typer.echo(f"OK  {model.name}:{role}  sha256 {companion_digest}")
     if failed:
         raise typer.Exit(1)
 
@@ -110,6 +118,14 @@ def export_command(
     default: Annotated[
         Optional[bool], typer.Option("--default/--no-default", help="Make it the default bundled model.")
     ] = None,
+    upper: Annotated[
+        Optional[Path],
+        typer.Option("--upper", help="An sr-stage run (ground-truth maps) to ship for the eval's upper-bound row."),
+    ] = None,
+    baseline: Annotated[
+        Optional[Path],
+        typer.Option("--baseline", help="An --unconditioned run to ship for the eval's blur-unaware baseline row."),
+    ] = None,
 ) -> None:
     """Write a trained run as safetensors + model card (and register it in weights/manifest.json)."""
     import json
@@ -130,5 +146,6 @@ def export_command(
         description=description,
         make_default=default,
         storage_dtype="float16" if half else None,
+        companions={role: run for role, run in (("upper", upper), ("baseline", baseline)) if run is not None},
     )
     typer.echo(f"exported {written.weights} (sha256 {written.sha256}) and {written.config}")

@@ -12,6 +12,10 @@ References:
   (``HF_HUB_CACHE``) and offline mode (``HF_HUB_OFFLINE=1``: cache only) are read at call time. Files
   stored with Git LFS sit in the cache under their sha256, which is verified.
 
+A model's companions (SR networks for its evaluation, see :mod:`cmosx.models.weights_io`) are files
+beside its weights -- in the same folder, or the same Hub repo folder -- checked against the sha256 its
+card records (:func:`load_companion`).
+
 The bundled folder is the package ``cmosx._weights`` (``weights/`` in the source tree), found with
 ``importlib.resources`` so it works from a wheel install. Its manifest::
 
@@ -30,7 +34,8 @@ from importlib import resources
 from pathlib import Path
 
 from cmosx.errors import ChecksumError, ModelError
-from cmosx.models.weights_io import LoadedModel, ModelCard, load_model, read_card, sha256_file
+from cmosx.models.rrdb_sft import RRDBSFT
+from cmosx.models.weights_io import LoadedModel, ModelCard, load_model, load_sr_network, read_card, sha256_file
 
 DEFAULT_MODEL_NAME = "cmosx-lite-synth"
 HUB_PREFIX = "hf://"
@@ -60,6 +65,27 @@ class BundledModel:
         if digest != self.sha256:
             raise ChecksumError(f"{self.weights_path}: sha256 mismatch (expected {self.sha256}, got {digest})")
         return digest
+
+    def verify_companions(self) -> dict[str, str]:
+        """Recompute each companion's sha256 against the card: ``{role: sha256}``; raises like :meth:`verify`."""
+        checked = {}
+        for role, entry in sorted(self.card().companions.items()):
+            path = self.weights_path.parent / _companion_file_name(entry, str(self.config_path))
+            if not path.is_file():
+                raise ModelError(f"{path}: {self.name}'s {role} companion weights file not found")
+            digest = sha256_file(path)
+            if digest != str(entry.get("sha256", "")).lower():
+                raise ChecksumError(f"{path}: sha256 mismatch (expected {entry.get('sha256')}, got {digest})")
+            checked[role] = digest
+        return checked
+
+
+def _companion_file_name(entry: object, where: str) -> str:
+    """The companion's file name from its card entry: a plain name in the model's own folder."""
+    name = entry.get("weights") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or not name.endswith(".safetensors") or Path(name).name != name or name[0] == ".":
+        raise ModelError(f"{where}: bad companion entry {entry!r} (expected a .safetensors file name)")
+    return name
 
 
 def bundled_dir() -> Path:
@@ -228,6 +254,27 @@ def _load_hub(ref: str) -> LoadedModel:
     config = _hub_download(repo, folder + "config.json", revision, ref)
     digest = _verify_lfs_blob(weights, ref)
     return load_model(weights, config, expected_sha256=digest, source=ref)
+
+
+def load_companion(loaded: LoadedModel, role: str) -> RRDBSFT | None:
+    """The companion SR network ``role`` ("upper", "baseline") of a loaded model; None if it has none.
+
+    Read from beside the model's weights (downloaded from the same Hub repo folder for ``hf://`` models)
+    and checked against the sha256 in the card.
+    """
+    entry = loaded.card.companions.get(role)
+    if not entry:
+        return None
+    name = _companion_file_name(entry, f"{loaded.source}: model card")
+    if loaded.source.startswith(HUB_PREFIX):
+        repo, revision, filename = parse_hub_reference(loaded.source)
+        folder = filename.rsplit("/", 1)[0] + "/" if "/" in filename else ""
+        path = _hub_download(repo, folder + name, revision, loaded.source)
+    elif loaded.weights_path is not None:
+        path = loaded.weights_path.parent / name
+    else:
+        raise ModelError(f"{loaded.source}: cannot locate its {role} companion ({name})")
+    return load_sr_network(path, loaded.card, expected_sha256=entry.get("sha256"))
 
 
 def resolve_model(ref: str | None) -> LoadedModel:

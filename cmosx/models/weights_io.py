@@ -2,9 +2,13 @@
 
 The weights file holds the state dicts of both networks under the prefixes ``cmos.`` and ``sr.``;
 the config is a :class:`ModelCard` in JSON (spec, classes, scale, blur sigma range, training recipe,
-measured metrics). Loading is strict: missing, unexpected or mis-shaped tensors raise
-:class:`ModelError` naming them; a sha256 that differs from the expected one raises
-:class:`ChecksumError`. Writes are atomic (temporary file in the same folder, then ``os.replace``).
+measured metrics). A model may carry *companions*: SR networks of the same spec kept beside it (a file
+holding only ``sr.`` tensors, listed in the card with its sha256) so that its evaluation can be re-run
+from the files alone -- ``upper`` (trained on ground-truth maps) and ``baseline`` (blur-unaware).
+
+Loading is strict: missing, unexpected or mis-shaped tensors raise :class:`ModelError` naming them; a
+sha256 that differs from the expected one raises :class:`ChecksumError`. Writes are atomic (temporary
+file in the same folder, then ``os.replace``).
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ class ModelCard:
     recipe: dict[str, Any] = field(default_factory=dict)  # training data, stages, steps, seed, ...
     metrics: dict[str, Any] = field(default_factory=dict)  # measured figures (PSNR, mIoU, ...)
     description: str = ""
+    # role ("upper", "baseline") -> {"weights": file name beside the model's weights, "sha256", "size",
+    # "conditioning": {"blur": bool, "semantics": bool}, "recipe": how it was trained}
+    companions: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.class_names) != self.num_classes:
@@ -106,6 +113,7 @@ class LoadedModel:
     descriptor: ModelDescriptor
     source: str
     sha256: str = ""
+    weights_path: Path | None = None  # where the weights were read (companions are resolved beside it)
 
     def blind_sr(self) -> BlindSR:
         """CMOS + RRDB-SFT chained (estimated maps condition the SR network)."""
@@ -170,6 +178,43 @@ def save_model(
     return sha256_file(Path(weights_path))
 
 
+def save_sr_network(weights_path: Path, sr: RRDBSFT, name: str, storage_dtype: torch.dtype | None = None) -> str:
+    """Write one SR network's tensors (prefix ``sr.``) as a companion file; return its sha256."""
+    tensors = {}
+    for key, value in sr.state_dict().items():
+        value = value.detach().to("cpu")
+        if storage_dtype is not None and value.is_floating_point():
+            value = value.to(storage_dtype)
+        tensors["sr." + key] = value.contiguous()
+    metadata = {"format": "pt", "cmosx_companion": name}
+    _atomic_write(Path(weights_path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return sha256_file(Path(weights_path))
+
+
+def _verified_tensors(weights_path: Path, expected_sha256: str | None) -> tuple[dict[str, torch.Tensor], str]:
+    if not weights_path.is_file():
+        raise ModelError(f"{weights_path}: weights file not found")
+    digest = sha256_file(weights_path)
+    if expected_sha256 is not None and digest != expected_sha256.lower():
+        raise ChecksumError(f"{weights_path}: sha256 mismatch (expected {expected_sha256}, got {digest})")
+    try:
+        return load_file(str(weights_path), device="cpu"), digest
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelError(f"{weights_path}: not a readable safetensors file: {error}") from None
+
+
+def load_sr_network(weights_path: Path, card: ModelCard, expected_sha256: str | None = None) -> RRDBSFT:
+    """A companion SR network written by :func:`save_sr_network`, for ``card``'s spec, in eval mode."""
+    weights_path = Path(weights_path)
+    tensors, _ = _verified_tensors(weights_path, expected_sha256)
+    stray = sorted(k for k in tensors if not k.startswith("sr."))
+    if stray:
+        raise ModelError(f"{weights_path}: weights do not match the config: unexpected keys: {_listed(stray)}")
+    sr = build_networks(card)[1]
+    _load_into(sr, tensors, "sr.", str(weights_path))
+    return sr.eval()
+
+
 def read_card(config_path: Path) -> ModelCard:
     """The :class:`ModelCard` stored in ``config_path``."""
     config_path = Path(config_path)
@@ -214,16 +259,8 @@ def load_model(
 ) -> LoadedModel:
     """Load a model saved by :func:`save_model`; both networks are returned in eval mode on the CPU."""
     weights_path, config_path = Path(weights_path), Path(config_path)
-    if not weights_path.is_file():
-        raise ModelError(f"{weights_path}: weights file not found")
-    digest = sha256_file(weights_path)
-    if expected_sha256 is not None and digest != expected_sha256.lower():
-        raise ChecksumError(f"{weights_path}: sha256 mismatch (expected {expected_sha256}, got {digest})")
+    tensors, digest = _verified_tensors(weights_path, expected_sha256)
     card = read_card(config_path)
-    try:
-        tensors = load_file(str(weights_path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ModelError(f"{weights_path}: not a readable safetensors file: {error}") from None
     stray = sorted(k for k in tensors if not k.startswith(PREFIXES))
     if stray:
         raise ModelError(f"{weights_path}: weights do not match the config: unexpected keys: {_listed(stray)}")
@@ -237,4 +274,5 @@ def load_model(
         descriptor=describe(card.spec, card.num_classes),
         source=source or str(weights_path),
         sha256=digest,
+        weights_path=weights_path,
     )
