@@ -233,15 +233,20 @@ def test_companions_make_the_evaluation_reproducible_from_the_shipped_files(tmp_
     assert shipped["sources"]["baseline"] == "tiny-c:baseline" and shipped["sources"]["upper bound"] == "tiny-c:upper"
     for row in ("upper bound", "baseline", "model"):
         assert shipped["rows"][row]["mean"]["psnr_y"] == pytest.approx(named["rows"][row]["mean"]["psnr_y"], abs=1e-9)
-    # a run started from the shipped model records it (sha256 and its card's recipe) in the next card
-    train("blind2", "--stage", "blind", "--estimator", "tiny-c", "--init", "tiny-c")
-    again = runner.invoke(app, ["weights", "export", str(tmp_path / "blind2"), "tiny-d", "--eval-images", "0"])
-    assert again.exit_code == 0, again.output
-    recipe = json.loads((bundled / "tiny-d.json").read_text())["recipe"]
+    # a run started from the shipped model records it (sha256 and its card's recipe) in the next card,
+    # also when exported over the same name, and again when re-exported
     sha = json.loads((bundled / "manifest.json").read_text())["models"]["tiny-c"]["sha256"]
-    assert recipe["stages"]["sr"] == {"model": "tiny-c", "sha256": sha}
-    assert recipe["models"]["tiny-c"]["recipe"]["stages"]["blind"]["run"] == str(tmp_path / "blind")
+    train("blind2", "--stage", "blind", "--estimator", "tiny-c", "--init", "tiny-c")
+    for _ in range(2):
+        again = runner.invoke(app, ["weights", "export", str(tmp_path / "blind2"), "tiny-c", "--eval-images", "0"])
+        assert again.exit_code == 0, again.output
+        recipe = json.loads((bundled / "tiny-c.json").read_text())["recipe"]
+        assert recipe["stages"]["sr"] == {"model": "tiny-c", "sha256": sha}
+        assert recipe["models"]["tiny-c"]["recipe"]["stages"]["blind"]["run"] == str(tmp_path / "blind")
+    assert json.loads((bundled / "manifest.json").read_text())["models"]["tiny-c"]["sha256"] != sha
     # a corrupted companion fails verify (exit 1) and names the file
+    result = runner.invoke(app, [*export, "--upper", str(tmp_path / "sr"), "--baseline", str(tmp_path / "base")])
+    assert result.exit_code == 0, result.output
     path = bundled / "tiny-c.baseline.safetensors"
     path.write_bytes(path.read_bytes()[:-1] + b"\0")
     failed = runner.invoke(app, ["weights", "verify", "tiny-c"])

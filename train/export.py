@@ -37,26 +37,40 @@ class Exported:
 COMPANION_ROLES = ("upper", "baseline")
 
 
-def _model_record(ref: str, models: dict[str, Any]) -> dict[str, Any]:
-    """A model a run started from: its reference and sha256; its card's recipe (its history) goes once
-    into ``models`` (the recipe's ``models`` entry)."""
-    from cmosx.models.hub import resolve_model
+@dataclass
+class _ModelsMet:
+    """The models the runs of one export started from: name -> {"sha256", "recipe"} (their history)."""
 
-    try:
-        loaded = resolve_model(ref)
-    except ModelError:
-        return {"model": ref}
-    models.setdefault(ref, {"sha256": loaded.sha256, "recipe": loaded.card.recipe})
-    return {"model": ref, "sha256": loaded.sha256}
+    run_dir: str  # the blind run being exported
+    found: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, ref: str) -> dict[str, Any]:
+        """``{"model": ref, "sha256": ...}``; the model's card recipe goes once into :attr:`found`.
+
+        If ``ref`` is an earlier export of this same run (a re-export over its own name), the history that
+        export recorded for ``ref`` is kept, not the export itself.
+        """
+        from cmosx.models.hub import resolve_model
+
+        try:
+            loaded = resolve_model(ref)
+        except ModelError:
+            return {"model": ref}
+        recipe = loaded.card.recipe if isinstance(loaded.card.recipe, dict) else {}
+        exported_from = ((recipe.get("stages") or {}).get("blind") or {}).get("run")
+        earlier = (recipe.get("models") or {}).get(ref)
+        entry = earlier if exported_from == self.run_dir and earlier else {"sha256": loaded.sha256, "recipe": recipe}
+        self.found.setdefault(ref, entry)
+        return {"model": ref, "sha256": self.found[ref]["sha256"]}
 
 
-def _run_record(ref: str | None, models: dict[str, Any]) -> dict[str, Any] | None:
+def _run_record(ref: str | None, models: _ModelsMet) -> dict[str, Any] | None:
     """A run's config, command and sessions; a run or model it was fine-tuned from (``--init``) nests as
     ``init``. Models met on the way are described once in ``models``."""
     if not ref:
         return None
     if not is_run_dir(ref):
-        return _model_record(ref, models)
+        return models.record(ref)
     info = read_run_info(Path(ref))
     record = {"run": str(ref), "command": info.command, "config": info.config.to_dict(), "sessions": info.sessions}
     if info.config.init and info.config.stage != "blind":
@@ -64,15 +78,14 @@ def _run_record(ref: str | None, models: dict[str, Any]) -> dict[str, Any] | Non
     return record
 
 
-def recipe_for(run_dir: Path, models: dict[str, Any] | None = None) -> dict[str, Any]:
+def recipe_for(run_dir: Path, models: _ModelsMet | None = None) -> dict[str, Any]:
     """The training history of a blind run (and the runs and models it was built from).
 
-    ``models``: models met on the way (name -> sha256 and recipe), filled in; stored as the recipe's
-    ``models`` entry when not empty.
+    ``models``: collects the models met on the way; stored as the recipe's ``models`` entry when any.
     """
     info = read_run_info(run_dir)
     cfg = info.config
-    models = {} if models is None else models
+    models = _ModelsMet(str(run_dir)) if models is None else models
     recipe = {
         "dataset": cfg.dataset,
         "spec": cfg.spec,
@@ -83,8 +96,8 @@ def recipe_for(run_dir: Path, models: dict[str, Any] | None = None) -> dict[str,
             "blind": {"run": str(run_dir), "command": info.command, "config": cfg.to_dict(), "sessions": info.sessions},
         },
     }
-    if models:
-        recipe["models"] = models
+    if models.found:
+        recipe["models"] = models.found
     return recipe
 
 
@@ -148,7 +161,7 @@ def export_run(
     dtypes = {None: None, "float32": None, "float16": torch.float16}
     if storage_dtype not in dtypes:
         raise UsageError(f"storage dtype {storage_dtype!r}: use float32 or float16")
-    models: dict[str, Any] = {}
+    models = _ModelsMet(str(run_dir))
     recipe = recipe_for(run_dir, models)
     companion_entries = {}
     for role, companion in extra.items():
@@ -161,8 +174,8 @@ def export_run(
             "conditioning": {"blur": companion.use_blur, "semantics": companion.use_semantics},
             "recipe": _run_record(str(companions[role]), models),
         }
-    if models:
-        recipe["models"] = models
+    if models.found:
+        recipe["models"] = models.found
     card = ModelCard(
         name=name,
         spec=nets.spec,
