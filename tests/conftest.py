@@ -24,6 +24,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def _empty_hub_cache(tmp_path_factory, monkeypatch):
+    """No test sees the user's Hugging Face cache; tests that need one set HF_HUB_CACHE themselves."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "no-hub-cache"))
+
+
+@pytest.fixture(autouse=True)
 def _seed_torch():
     import torch
 

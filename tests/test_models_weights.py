@@ -247,3 +247,32 @@ def test_companion_sr_networks_load_beside_the_model_and_from_the_hub(saved, tmp
     loaded.card.companions = {"upper": {"weights": "../elsewhere.safetensors", "sha256": sha}}
     with pytest.raises(ModelError, match="bad companion entry"):
         hub.load_companion(loaded, "upper")
+
+
+def test_weights_list_shows_the_models_in_the_hub_cache(saved, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cmosx.cli.main import app
+
+    weights, config, digest, *_ = saved
+    commit = "fedcba9876543210fedcba9876543210fedcba98"
+    cache = tmp_path / "hub"
+    _hub_cache(cache, weights, config, commit)
+    other = cache / "models--someone--not-cmosx" / "snapshots" / commit  # another library's model
+    other.mkdir(parents=True)
+    (other / "config.json").write_text('{"model_type": "bert"}')
+    (other / "model.safetensors").write_bytes(weights.read_bytes())
+    (cache / "models--someone--not-cmosx" / "refs").mkdir()
+    (cache / "models--someone--not-cmosx" / "refs" / "main").write_text(commit)
+    (cache / "models--someone--not-cmosx" / "blobs").mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    found = hub.cached_hub_models()
+    assert [m.reference for m in found] == [f"hf://someone/cmosx-tiny@{commit}/model.safetensors"]
+    assert found[0].refs == ("main",) and found[0].size == weights.stat().st_size
+    assert hub.resolve_model(found[0].reference).sha256 == digest  # the listed reference loads
+    listing = CliRunner().invoke(app, ["weights", "list"])
+    assert listing.exit_code == 0, listing.output
+    assert f"hf://someone/cmosx-tiny@{commit}/model.safetensors (main)" in listing.output
+    assert "classes:  3 (sky, ground, thing)" in listing.output and "psnr_db=20.5" in listing.output
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-cache-here"))
+    assert hub.cached_hub_models() == []

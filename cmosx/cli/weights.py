@@ -38,33 +38,44 @@ def _figures(metrics: dict) -> str:
     return ", ".join(parts)
 
 
+def _describe(title: str, file_line: str, card) -> None:
+    """The lines of one model: its file, network, classes, training data and measured figures."""
+    data = card.recipe.get("data") or card.recipe.get("dataset") or "not recorded"
+    typer.echo(title)
+    typer.echo(f"  file:     {file_line}")
+    typer.echo(f"  network:  spec {card.spec.name}, x{card.scale}, blur sigma 0..{card.sigma_max:g} HR px")
+    typer.echo(f"  classes:  {card.num_classes} ({', '.join(card.class_names)})")
+    typer.echo(f"  trained:  {data}")
+    typer.echo(f"  measured: {_figures(card.metrics)}")
+    if card.companions:
+        shipped = ", ".join(
+            f"{role} ({entry.get('size', 0) / 1e6:.1f} MB)" for role, entry in sorted(card.companions.items())
+        )
+        typer.echo(f"  for eval: {shipped}")
+    if card.description:
+        typer.echo(f"  about:    {card.description}")
+
+
 @group.command(name="list")
 @report_errors
 def list_command() -> None:
-    """Show each bundled model: size, classes, training data and measured figures from its model card."""
-    from cmosx.models.hub import bundled_models
+    """Show the bundled models and the cmosx models in the local Hugging Face cache: size, classes,
+    training data and measured figures from each model card."""
+    from cmosx.models.hub import bundled_models, cached_hub_models, hub_cache_dir
 
     models = bundled_models()
     if not models:
         typer.echo(NO_MODEL)
-        return
     for model in models:
-        card = model.card()
         default = " (default)" if model.is_default else ""
-        data = card.recipe.get("data") or card.recipe.get("dataset") or "not recorded"
-        typer.echo(f"{model.name}{default}")
-        typer.echo(f"  file:     {model.weights_path.name} ({model.size / 1e6:.1f} MB, sha256 {model.sha256[:16]}...)")
-        typer.echo(f"  network:  spec {card.spec.name}, x{card.scale}, blur sigma 0..{card.sigma_max:g} HR px")
-        typer.echo(f"  classes:  {card.num_classes} ({', '.join(card.class_names)})")
-        typer.echo(f"  trained:  {data}")
-        typer.echo(f"  measured: {_figures(card.metrics)}")
-        if card.companions:
-            shipped = ", ".join(
-                f"{role} ({entry.get('size', 0) / 1e6:.1f} MB)" for role, entry in sorted(card.companions.items())
-            )
-            typer.echo(f"  for eval: {shipped}")
-        if card.description:
-            typer.echo(f"  about:    {card.description}")
+        size = f"{model.size / 1e6:.1f} MB, sha256 {model.sha256[:16]}..."
+        _describe(f"{model.name}{default}", f"{model.weights_path.name} ({size})", model.card())
+    cached = cached_hub_models()
+    if cached:
+        typer.echo(f"\nIn the Hugging Face cache ({hub_cache_dir()}); pass the reference as --model:")
+    for model in cached:
+        refs = f" ({', '.join(model.refs)})" if model.refs else ""
+        _describe(f"{model.reference}{refs}", f"{model.weights_path.name} ({model.size / 1e6:.1f} MB)", model.card())
 
 
 @group.command(name="verify")

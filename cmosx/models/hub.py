@@ -277,6 +277,70 @@ def load_companion(loaded: LoadedModel, role: str) -> RRDBSFT | None:
     return load_sr_network(path, loaded.card, expected_sha256=entry.get("sha256"))
 
 
+@dataclass(frozen=True)
+class CachedHubModel:
+    """A cmosx model found in the local Hugging Face cache: a weights file with a cmosx config beside it."""
+
+    reference: str  # hf://owner/repo@commit/file.safetensors, usable as --model
+    weights_path: Path
+    config_path: Path
+    size: int  # bytes of the weights file
+    refs: tuple[str, ...]  # branch or tag names pointing at this revision ("main", ...)
+
+    def card(self) -> ModelCard:
+        return read_card(self.config_path)
+
+
+def hub_cache_dir() -> Path:
+    """The Hub cache folder in use: ``HF_HUB_CACHE`` if set, else huggingface_hub's default."""
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
+
+
+def cached_hub_models() -> list[CachedHubModel]:
+    """Every cmosx model in the local Hub cache (one per weights file and cached revision), sorted.
+
+    A weights file counts when a ``config.json`` in its repo folder is a cmosx model card that does not
+    list it as a companion. Nothing is downloaded; a missing cache is an empty list.
+    """
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        info = scan_cache_dir(hub_cache_dir())
+    except CacheNotFound:
+        return []
+    found = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        for revision in sorted(repo.revisions, key=lambda r: r.commit_hash):
+            files = {f.file_path.relative_to(revision.snapshot_path).as_posix(): f for f in revision.files}
+            for name, file in sorted(files.items()):
+                folder = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+                config = files.get(folder + "config.json")
+                if not name.endswith(".safetensors") or config is None:
+                    continue
+                try:
+                    card = read_card(config.file_path)
+                except ModelError:
+                    continue  # another library's config.json
+                companions = {entry.get("weights") for entry in card.companions.values() if isinstance(entry, dict)}
+                if Path(name).name in companions:
+                    continue
+                found.append(
+                    CachedHubModel(
+                        reference=f"{HUB_PREFIX}{repo.repo_id}@{revision.commit_hash}/{name}",
+                        weights_path=file.file_path,
+                        config_path=config.file_path,
+                        size=file.size_on_disk,
+                        refs=tuple(sorted(revision.refs)),
+                    )
+                )
+    return found
+
+
 def resolve_model(ref: str | None) -> LoadedModel:
     """Load the model ``ref`` names (see the module docstring); :class:`ModelError` if it cannot."""
     if ref is None:
