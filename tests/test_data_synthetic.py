@@ -170,3 +170,16 @@ def test_textures_from_a_photo_folder(tmp_path):
     plain = make_scene(64, 96, np.random.default_rng(5))
     with_photos = make_scene(64, 96, np.random.default_rng(5), photos=photos)
     assert not torch.equal(plain.image, with_photos.image)
+
+
+def test_dataset_bench_times_the_renderer_and_writes_previews(tmp_path):
+    from typer.testing import CliRunner
+
+    from cmosx.cli.main import app
+
+    result = CliRunner().invoke(app, ["dataset", "bench", "--repeats", "1", "--samples", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "render kernel 21 (sigma <= 5)" in result.output and "render kernel 61" in result.output
+    assert "synthetic-bsr sample 192x192 kernel 21" in result.output
+    previews = sorted(tmp_path.glob("*.png"))
+    assert len(previews) == 4 and Image.open(previews[0]).size == (2 * 640, 2 * 480)

@@ -42,3 +42,13 @@ def test_bench_command_prints_rows_psnr_and_json(tmp_path, monkeypatch):
 def test_bench_rejects_bad_options():
     result = CliRunner().invoke(app, ["bench", "--spec", "tiny", "--size", "big"])
     assert result.exit_code == 2 and "HEIGHTxWIDTH" in result.output
+
+
+def test_bench_networks_prints_each_network_of_a_spec():
+    result = CliRunner().invoke(app, ["bench", "--networks", "--spec", "tiny", "--size", "16x16", "--repeats", "1"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("tiny/cmos ") for line in lines) and any(line.startswith("tiny/sr ") for line in lines)
+    assert "reference at 16x16" in result.output and "tiny: CMOS + SR" in result.output
+    bad = CliRunner().invoke(app, ["bench", "--networks", "--spec", "huge"])
+    assert bad.exit_code == 2 and "unknown spec(s) huge" in bad.output

@@ -83,6 +83,14 @@ def bench_command(
             help="Instead: peak RSS of 1000x750 and 2000x1500 photos (fixed tiles, fresh processes, CPU).",
         ),
     ] = False,
+    networks: Annotated[
+        bool,
+        typer.Option(
+            "--networks",
+            help="Instead: each network's FLOPs, NCHW / channels-last / bf16 times and GFLOP/s on the CPU.",
+        ),
+    ] = False,
+    halo: Annotated[bool, typer.Option("--halo", help="With --networks: also the receptive-field probe.")] = False,
 ) -> None:
     """Time each (model, device, precision, layout) on a synthetic photo and print one row per case.
 
@@ -99,6 +107,9 @@ def bench_command(
         _peak_memory(spec[0] if spec else "tiny", tile)
         return
     specs = spec or ["tiny", "lite", "paper"]
+    if networks:
+        _network_table(specs, _parse_size(size), _parse_size(paper_size), repeats, halo)
+        return
     precisions = precision or ["fp32", "bf16"]
     layouts = {"cl": [True], "nchw": [False], "both": [True, False]}.get(layout)
     if layouts is None:
@@ -142,6 +153,43 @@ def bench_command(
 
         payload = {"results": [r.as_dict() for r in results], "comparisons": comparisons}
         atomic_write_bytes(json_out, json.dumps(payload, indent=2).encode())
+
+
+def _network_table(
+    specs: list[str], size: tuple[int, int], paper_size: tuple[int, int], repeats: int, halo: bool
+) -> None:
+    """Per-network rows of :func:`cmosx.models.bench.benchmark_spec` against a reference conv."""
+    import torch
+
+    from cmosx.models.bench import MEGAPIXELS_12_LR, benchmark_spec, measure_halos, reference_conv
+    from cmosx.models.specs import SPECS
+
+    unknown = [name for name in specs if name not in SPECS]
+    if unknown:
+        raise UsageError(f"unknown spec(s) {', '.join(unknown)} (use {', '.join(SPECS)})")
+    height, width = size
+    typer.echo(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, fp32 unless noted")
+    ref_s, ref_rate = reference_conv(height, width)
+    typer.echo(
+        f"reference at {height}x{width}: channels_last 3x3 conv 64->64 {ref_s * 1e3:.1f} ms, {ref_rate:.0f} GFLOP/s"
+    )
+    header = f"{'network':<12} {'LR size':>9} {'GFLOP':>8} {'MMAC/px':>8} {'NCHW ms':>9} {'CL ms':>8}"
+    typer.echo(header + f" {'CL GFLOP/s':>10} {'% ref':>6} {'bf16 ms':>8} {'bf16 maxdiff':>12}")
+    for name in specs:
+        h, w = paper_size if name == "paper" else size
+        seconds = 0.0
+        for row in benchmark_spec(name, h, w, repeats=repeats):
+            macs_per_px = row.gflop * 1e9 / 2 / (h * w) / 1e6
+            typer.echo(
+                f"{row.name:<12} {f'{h}x{w}':>9} {row.gflop:8.2f} {macs_per_px:8.3f} {row.seconds_fp32 * 1e3:9.1f} "
+                f"{row.seconds_cl * 1e3:8.1f} {row.gflops_cl:10.0f} {100 * row.gflops_cl / ref_rate:6.0f} "
+                f"{row.seconds_bf16 * 1e3:8.1f} {row.bf16_max_abs_diff:12.2e}"
+            )
+            seconds += min(row.seconds_cl, row.seconds_bf16)
+        projected = seconds * MEGAPIXELS_12_LR / (h * w)
+        typer.echo(f"{name}: CMOS + SR {seconds * 1e3:.0f} ms -> about {projected:.1f} s for a 12 MP x4 output")
+        if halo and name != "paper":
+            typer.echo(f"halo probe {name}: {measure_halos(name)}")
 
 
 def _peak_memory(spec_name: str, tile: int) -> None:

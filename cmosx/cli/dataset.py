@@ -116,3 +116,33 @@ def generate_command(
         for split, v in info["splits"].items()
     )
     typer.echo(f"{name}: {splits}; kernel {kernel} (sigma <= {info['sigma_max']:g}) -> {out}")
+
+
+@group.command(name="bench")
+@report_errors
+def bench_command(
+    repeats: Annotated[int, typer.Option(min=1, help="Scenes (and samples) per measurement.")] = 6,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads (DataLoader workers use 1).")] = 1,
+    samples: Annotated[Optional[Path], typer.Option("--samples", help="Also write preview PNGs here.")] = None,
+) -> None:
+    """Time the synthetic-bsr renderer and samples on this machine; optionally write previews."""
+    import torch
+
+    from cmosx.train.data.bench import render_speed, sample_speed, save_previews
+    from cmosx.train.data.scenes import SYNTHETIC_CLASSES
+
+    torch.set_num_threads(threads)
+    typer.echo(f"threads {threads}, {repeats} scenes of 640x480")
+    for row in render_speed(repeats):
+        typer.echo(
+            f"render kernel {row['kernel']:2d} (sigma <= {row['sigma_max']:g}): {row['images_per_s']:5.2f} images/s, "
+            f"{row['wall_s']:.3f} s/image wall, {row['cpu_s']:.3f} CPU-s/image, {row['layers']:.0f} layers/image"
+        )
+    for row in sample_speed(repeats):
+        h, w = row["size"]
+        rate = f"{row['samples_per_s']:5.2f} samples/s ({row['seconds']:.3f} s each)"
+        typer.echo(f"synthetic-bsr sample {h}x{w} kernel 21: {rate}")
+    if samples is not None:
+        for path in save_previews(samples, 4, seed=0):
+            typer.echo(f"wrote {path}")
+    typer.echo(f"classes: {', '.join(SYNTHETIC_CLASSES)}")

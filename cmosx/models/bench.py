@@ -1,13 +1,12 @@
 """Benchmark of the model specs on this machine: forward time, FLOPs, achieved GFLOP/s, bf16 error,
 and the receptive-field (halo) probe behind :mod:`cmosx.models.descriptor`.
 
-Run ``python -m cmosx.models.bench`` (add ``--halo`` for the halo probe, ``--specs tiny,lite`` to pick
-specs). The functions return plain rows; only :func:`main` prints. ``cmosx bench`` may reuse them.
+``cmosx bench --networks`` prints them (add ``--halo`` for the halo probe, ``--spec tiny`` to pick specs);
+the functions here return plain rows and print nothing.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,40 +149,3 @@ def measure_halos(spec_name: str, height: int = 360, width: int = 480, num_class
         return torch.cat([maps.blur_lr, maps.logits_lr], dim=1)
 
     return {"sr": sr_radius, "cmos": influence_radius(cmos_out, [3], height, width)}
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--specs", default="tiny,lite,paper")
-    parser.add_argument("--size", default="120x160", help="LR input size HxW")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--halo", action="store_true", help="also run the receptive-field probe")
-    args = parser.parse_args(argv)
-    height, width = (int(v) for v in args.size.lower().split("x"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, LR input {height}x{width}, fp32 unless noted")
-    ref_s, ref_rate = reference_conv(height, width)
-    print(f"reference: channels_last 3x3 conv 64->64: {ref_s * 1e3:.1f} ms, {ref_rate:.0f} GFLOP/s")
-    header = f"{'network':<12} {'GFLOP':>8} {'MMAC/px':>8} {'NCHW ms':>9} {'CL ms':>8} {'CL GFLOP/s':>10}"
-    header += f" {'% ref':>6} {'bf16 ms':>8} {'bf16 maxdiff':>12}"
-    print(header)
-    totals: dict[str, float] = {}
-    for name in args.specs.split(","):
-        for row in benchmark_spec(name, height, width, repeats=args.repeats):
-            macs_per_px = row.gflop * 1e9 / 2 / (height * width) / 1e6
-            print(
-                f"{row.name:<12} {row.gflop:8.2f} {macs_per_px:8.3f} {row.seconds_fp32 * 1e3:9.1f} "
-                f"{row.seconds_cl * 1e3:8.1f} {row.gflops_cl:10.0f} {100 * row.gflops_cl / ref_rate:6.0f} "
-                f"{row.seconds_bf16 * 1e3:8.1f} {row.bf16_max_abs_diff:12.2e}"
-            )
-            totals[name] = totals.get(name, 0.0) + min(row.seconds_cl, row.seconds_bf16)
-    for name, seconds in totals.items():
-        projected = seconds * MEGAPIXELS_12_LR / (height * width)
-        print(f"{name}: CMOS + SR {seconds * 1e3:.0f} ms -> about {projected:.1f} s for a 12 MP x4 output (no tiling)")
-    if args.halo:
-        for name in args.specs.split(","):
-            if name != "paper":
-                print(f"halo probe {name}: {measure_halos(name)}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,13 +1,12 @@
-"""Render-speed benchmark and sample previews: ``python -m cmosx.train.data.bench``.
+"""Render-speed benchmark and sample previews (``cmosx dataset bench`` prints them).
 
-Prints images/s of the layered defocus renderer for 640 x 480 at kernel 21 and 61 (on the same
-synthetic scenes), the synthetic-bsr sample rate (scene + render + LR) at 480 x 640 and 192 x 192, and
-optionally writes preview PNGs (HR, LR, colour-mapped blur map, labels) with ``--samples DIR``.
+:func:`render_speed`: images/s of the layered defocus renderer for 640 x 480 at kernel 21 and 61 (on the
+same synthetic scenes); :func:`sample_speed`: the synthetic-bsr sample rate (scene + render + LR) at
+480 x 640 and 192 x 192; :func:`save_previews`: preview PNGs (HR, LR, colour-mapped blur map, labels).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 from PIL import Image
 
 from cmosx.train.data.defocus import render_space_variant, sigma_max_for
-from cmosx.train.data.scenes import SYNTHETIC_CLASSES, make_scene
+from cmosx.train.data.scenes import make_scene
 from cmosx.train.data.synthetic import synthetic_sample
 
 _PALETTE = np.array(
@@ -66,39 +65,42 @@ def save_previews(folder: Path, count: int, seed: int) -> list[Path]:
     return paths
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=6, help="scenes per measurement")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (DataLoader workers use 1)")
-    parser.add_argument("--samples", type=Path, default=None, help="also write preview PNGs here")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    scenes = [make_scene(480, 640, np.random.default_rng(100 + i)) for i in range(args.repeats)]
-    print(f"threads {args.threads}, {args.repeats} scenes of 640x480")
+def render_speed(repeats: int) -> list[dict]:
+    """Time the defocus renderer on ``repeats`` 480 x 640 scenes at kernel 21 and 61.
+
+    One dict per kernel: ``kernel``, ``sigma_max``, ``images_per_s``, ``wall_s`` and ``cpu_s`` per image,
+    ``layers`` (depth layers rendered per image).
+    """
+    scenes = [make_scene(480, 640, np.random.default_rng(100 + i)) for i in range(repeats)]
+    rows = []
     for kernel in (21, 61):
         wall, cpu, layers = time.perf_counter(), time.process_time(), 0
         for i, scene in enumerate(scenes):
             layers += render_space_variant(scene.image, scene.depth, kernel, np.random.default_rng(i)).stats.layers
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        n = len(scenes)
-        print(
-            f"render kernel {kernel:2d} (sigma <= {sigma_max_for(kernel):g}): {n / wall:5.2f} images/s, "
-            f"{wall / n:.3f} s/image wall, {cpu / n:.3f} CPU-s/image, {layers / n:.0f} layers/image"
+        rows.append(
+            {
+                "kernel": kernel,
+                "sigma_max": sigma_max_for(kernel),
+                "images_per_s": repeats / wall,
+                "wall_s": wall / repeats,
+                "cpu_s": cpu / repeats,
+                "layers": layers / repeats,
+            }
         )
+    return rows
+
+
+def sample_speed(repeats: int) -> list[dict]:
+    """Time ``repeats`` synthetic-bsr training samples (kernel 21) at 480 x 640 and 192 x 192.
+
+    One dict per size: ``size`` (H, W), ``samples_per_s``, ``seconds`` per sample.
+    """
+    rows = []
     for size in ((480, 640), (192, 192)):
         wall = time.perf_counter()
-        for i in range(args.repeats):
+        for i in range(repeats):
             synthetic_sample(7, "train", i, size=size, kernel_size=21, space_invariant=False)
         wall = time.perf_counter() - wall
-        print(
-            f"synthetic-bsr sample {size[0]}x{size[1]} kernel 21: {args.repeats / wall:5.2f} samples/s "
-            f"({wall / args.repeats:.3f} s each)"
-        )
-    if args.samples is not None:
-        for path in save_previews(args.samples, 4, seed=0):
-            print(f"wrote {path}")
-    print(f"classes: {', '.join(SYNTHETIC_CLASSES)}")
-
-
-if __name__ == "__main__":
-    main()
+        rows.append({"size": size, "samples_per_s": repeats / wall, "seconds": wall / repeats})
+    return rows
