@@ -80,6 +80,13 @@ def test_save_load_round_trip_is_bit_exact(saved):
     assert not list(weights.parent.glob("*.tmp"))
 
 
+def test_saving_the_same_networks_again_gives_the_same_sha256(saved, tmp_path):
+    """A re-export of an unchanged run must not change the checksum in the manifest."""
+    _, _, digest, cmos, sr, card = saved
+    again = [save_model(tmp_path / f"again{i}.safetensors", tmp_path / "c.json", cmos, sr, card) for i in range(4)]
+    assert again == [digest] * 4
+
+
 def test_strict_loading_names_missing_and_unexpected_keys(saved, tmp_path):
     weights, config, *_ = saved
     tensors = load_file(str(weights))
@@ -217,7 +224,7 @@ def test_companion_sr_networks_load_beside_the_model_and_from_the_hub(saved, tmp
 
     weights, config, digest, cmos, sr, card = saved
     companion = _perturbed_networks(card)[1]
-    sha = save_sr_network(tmp_path / "upper.safetensors", companion, "tiny-test:upper", storage_dtype=torch.float16)
+    sha = save_sr_network(tmp_path / "upper.safetensors", companion, storage_dtype=torch.float16)
     card.companions = {"upper": {"weights": "upper.safetensors", "sha256": sha}}
     config.write_text(card.to_json())
     loaded = hub.resolve_model(str(tmp_path))

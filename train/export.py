@@ -166,7 +166,7 @@ def export_run(
     companion_entries = {}
     for role, companion in extra.items():
         path = folder / (f"{dest}.{role}.safetensors" if bundled else f"{role}.safetensors")
-        sha = save_sr_network(path, companion.sr, f"{name}:{role}", storage_dtype=dtypes[storage_dtype])
+        sha = save_sr_network(path, companion.sr, storage_dtype=dtypes[storage_dtype])
         companion_entries[role] = {
             "weights": path.name,
             "sha256": sha,

@@ -171,14 +171,14 @@ def save_model(
             if storage_dtype is not None and value.is_floating_point():
                 value = value.to(storage_dtype)
             tensors[prefix + key] = value.contiguous()
-    metadata = {"format": "pt", "cmosx_model": card.name}
+    metadata = {"format": "pt"}  # one key: safetensors writes several in no fixed order (sha256 would vary)
     _atomic_write(Path(weights_path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     text = card.to_json()
     _atomic_write(Path(config_path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return sha256_file(Path(weights_path))
 
 
-def save_sr_network(weights_path: Path, sr: RRDBSFT, name: str, storage_dtype: torch.dtype | None = None) -> str:
+def save_sr_network(weights_path: Path, sr: RRDBSFT, storage_dtype: torch.dtype | None = None) -> str:
     """Write one SR network's tensors (prefix ``sr.``) as a companion file; return its sha256."""
     tensors = {}
     for key, value in sr.state_dict().items():
@@ -186,8 +186,7 @@ def save_sr_network(weights_path: Path, sr: RRDBSFT, name: str, storage_dtype: t
         if storage_dtype is not None and value.is_floating_point():
             value = value.to(storage_dtype)
         tensors["sr." + key] = value.contiguous()
-    metadata = {"format": "pt", "cmosx_companion": name}
-    _atomic_write(Path(weights_path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    _atomic_write(Path(weights_path), lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     return sha256_file(Path(weights_path))
 
 
