@@ -235,14 +235,31 @@ def test_companions_make_the_evaluation_reproducible_from_the_shipped_files(tmp_
         assert shipped["rows"][row]["mean"]["psnr_y"] == pytest.approx(named["rows"][row]["mean"]["psnr_y"], abs=1e-9)
     # a run started from the shipped model records it (sha256 and its card's recipe) in the next card,
     # also when exported over the same name, and again when re-exported
+    # (the companions too: a run can start from one, named MODEL:upper or MODEL:baseline)
     sha = json.loads((bundled / "manifest.json").read_text())["models"]["tiny-c"]["sha256"]
+    upper_sha = card["companions"]["upper"]["sha256"]
+    from cmosx.train.runs import load_networks
+
+    upper = load_networks("tiny-c:upper")
+    assert upper.cmos is None and upper.source == "tiny-c:upper" and upper.use_blur
+    assert not load_networks("tiny-c:baseline").use_blur
     train("blind2", "--stage", "blind", "--estimator", "tiny-c", "--init", "tiny-c")
+    train("up2", "--stage", "sr", "--init", "tiny-c:upper")
+    train("base2", "--stage", "sr", "--unconditioned", "--init", "tiny-c:baseline")
+    export2 = ["weights", "export", str(tmp_path / "blind2"), "tiny-c", "--eval-images", "0"]
+    export2 += ["--upper", str(tmp_path / "up2"), "--baseline", str(tmp_path / "base2")]
     for _ in range(2):
-        again = runner.invoke(app, ["weights", "export", str(tmp_path / "blind2"), "tiny-c", "--eval-images", "0"])
+        again = runner.invoke(app, export2)
         assert again.exit_code == 0, again.output
-        recipe = json.loads((bundled / "tiny-c.json").read_text())["recipe"]
+        card2 = json.loads((bundled / "tiny-c.json").read_text())
+        recipe = card2["recipe"]
         assert recipe["stages"]["sr"] == {"model": "tiny-c", "sha256": sha}
         assert recipe["models"]["tiny-c"]["recipe"]["stages"]["blind"]["run"] == str(tmp_path / "blind")
+        assert card2["companions"]["upper"]["recipe"]["init"] == {"model": "tiny-c:upper", "sha256": upper_sha}
+    missing = runner.invoke(
+        app, ["train", "--out", str(tmp_path / "x"), *common, "--stage", "sr", "--init", "tiny-d:upper"]
+    )
+    assert missing.exit_code != 0 and "tiny-d" in missing.output
     assert json.loads((bundled / "manifest.json").read_text())["models"]["tiny-c"]["sha256"] != sha
     # a corrupted companion fails verify (exit 1) and names the file
     result = runner.invoke(app, [*export, "--upper", str(tmp_path / "sr"), "--baseline", str(tmp_path / "base")])

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from cmosx.errors import ModelError, UsageError
-from cmosx.train.runs import is_run_dir, load_networks, read_run_info
+from cmosx.train.runs import COMPANION_ROLES, is_run_dir, load_networks, read_run_info, split_companion_ref
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -34,9 +34,6 @@ class Exported:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-COMPANION_ROLES = ("upper", "baseline")
-
-
 @dataclass
 class _ModelsMet:
     """The models the runs of one export started from: name -> {"sha256", "recipe"} (their history)."""
@@ -45,23 +42,30 @@ class _ModelsMet:
     found: dict[str, Any] = field(default_factory=dict)
 
     def record(self, ref: str) -> dict[str, Any]:
-        """``{"model": ref, "sha256": ...}``; the model's card recipe goes once into :attr:`found`.
+        """``{"model": ref, "sha256": ...}``; the model's card recipe (and its companions' sha256) goes once
+        into :attr:`found`. ``ref`` may name a companion (``MODEL:upper``): its own sha256 is returned.
 
-        If ``ref`` is an earlier export of this same run (a re-export over its own name), the history that
-        export recorded for ``ref`` is kept, not the export itself.
+        If the model is an earlier export of this same run (a re-export over its own name), the history that
+        export recorded for it is kept, not the export itself.
         """
         from cmosx.models.hub import resolve_model
 
-        try:
-            loaded = resolve_model(ref)
-        except ModelError:
-            return {"model": ref}
-        recipe = loaded.card.recipe if isinstance(loaded.card.recipe, dict) else {}
-        exported_from = ((recipe.get("stages") or {}).get("blind") or {}).get("run")
-        earlier = (recipe.get("models") or {}).get(ref)
-        entry = earlier if exported_from == self.run_dir and earlier else {"sha256": loaded.sha256, "recipe": recipe}
-        self.found.setdefault(ref, entry)
-        return {"model": ref, "sha256": self.found[ref]["sha256"]}
+        base, role = split_companion_ref(ref)
+        if base not in self.found:
+            try:
+                loaded = resolve_model(base)
+            except ModelError:
+                return {"model": ref}
+            recipe = loaded.card.recipe if isinstance(loaded.card.recipe, dict) else {}
+            exported_from = ((recipe.get("stages") or {}).get("blind") or {}).get("run")
+            earlier = (recipe.get("models") or {}).get(base)
+            entry = {"sha256": loaded.sha256, "recipe": recipe}
+            if loaded.card.companions:
+                entry["companions"] = {r: e.get("sha256") for r, e in sorted(loaded.card.companions.items())}
+            self.found[base] = earlier if exported_from == self.run_dir and earlier else entry
+        kept = self.found[base]
+        sha = kept["sha256"] if role is None else (kept.get("companions") or {}).get(role)
+        return {"model": ref, "sha256": sha}
 
 
 def _run_record(ref: str | None, models: _ModelsMet) -> dict[str, Any] | None:

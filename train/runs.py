@@ -27,6 +27,15 @@ from cmosx.train.checkpoint import latest_checkpoint, load_checkpoint
 from cmosx.train.config import TrainConfig
 
 RUN_FILE = "run.json"
+COMPANION_ROLES = ("upper", "baseline")  # a model's companion SR networks (cmosx.models.weights_io)
+
+
+def split_companion_ref(ref: str) -> tuple[str, str | None]:
+    """``"NAME:upper"`` -> ``("NAME", "upper")``: a model's companion; any other reference -> ``(ref, None)``."""
+    base, sep, role = ref.rpartition(":")
+    if sep and base and role in COMPANION_ROLES and not Path(ref).exists():
+        return base, role
+    return ref, None
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -155,8 +164,16 @@ class Networks:
 def load_networks(ref: str | None) -> Networks:
     """Networks of a run folder (its newest checkpoint) or of a model reference (``resolve_model``).
 
-    ``None`` is the bundled default model.
+    ``None`` is the bundled default model; ``MODEL:upper`` / ``MODEL:baseline`` a model's companion SR
+    network (:func:`load_companion_networks`).
     """
+    if ref is not None and not is_run_dir(ref):
+        base, role = split_companion_ref(ref)
+        if role is not None:
+            companion = load_companion_networks(load_networks(base), role)
+            if companion is None:
+                raise ModelError(f"{ref}: model {base} has no {role} companion")
+            return companion
     if ref is not None and is_run_dir(ref):
         info, ckpt = run_state(Path(ref))
         model_state = ckpt["model"]
