@@ -157,7 +157,6 @@ class Networks:
     source: str = ""
     recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
     sr_stage_source: str | None = None  # the sr-stage run this SR network was fine-tuned from, if known
-    companions: tuple[str, ...] = ()  # roles of the model's companion SR networks ("upper", "baseline")
     loaded_model: Any = None  # the LoadedModel of a model reference (None for a run folder)
 
 
@@ -218,7 +217,6 @@ def load_networks(ref: str | None) -> Networks:
         source=loaded.source,
         recipe=dict(recipe),
         sr_stage_source=sr_run if sr_run and is_run_dir(sr_run) else None,
-        companions=tuple(sorted(card.companions)),
         loaded_model=loaded,
     )
 
@@ -229,12 +227,12 @@ def load_companion_networks(nets: Networks, role: str) -> Networks | None:
     None when ``nets`` is not a model or has no such companion. ``upper``: trained on ground-truth maps;
     ``baseline``: blur-unaware (its maps are zeroed, as its card's conditioning says).
     """
-    if nets.loaded_model is None or role not in nets.companions:
+    entry = nets.loaded_model.card.companions.get(role) if nets.loaded_model is not None else None
+    if not entry:
         return None
     from cmosx.models.hub import load_companion
 
     sr = load_companion(nets.loaded_model, role)
-    entry = nets.loaded_model.card.companions[role]
     conditioning = entry.get("conditioning", {})
     return Networks(
         spec=nets.spec,

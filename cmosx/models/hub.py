@@ -196,6 +196,11 @@ def _load_local(path: Path) -> LoadedModel:
     return load_model(path, _local_config_for(path), source=str(path))
 
 
+def _repo_folder(path_in_repo: str) -> str:
+    """``"a/b/model.safetensors"`` -> ``"a/b/"``; a file at the repo root -> ``""``."""
+    return path_in_repo.rsplit("/", 1)[0] + "/" if "/" in path_in_repo else ""
+
+
 def parse_hub_reference(ref: str) -> tuple[str, str | None, str]:
     """``hf://owner/repo[@revision][/file]`` -> (repo_id, revision or None, file in repo)."""
     match = _HUB_REF.match(ref[len(HUB_PREFIX) :]) if ref.startswith(HUB_PREFIX) else None
@@ -250,8 +255,7 @@ def _verify_lfs_blob(path: Path, ref: str) -> str:
 def _load_hub(ref: str) -> LoadedModel:
     repo, revision, filename = parse_hub_reference(ref)
     weights = _hub_download(repo, filename, revision, ref)
-    folder = filename.rsplit("/", 1)[0] + "/" if "/" in filename else ""
-    config = _hub_download(repo, folder + "config.json", revision, ref)
+    config = _hub_download(repo, _repo_folder(filename) + "config.json", revision, ref)
     digest = _verify_lfs_blob(weights, ref)
     return load_model(weights, config, expected_sha256=digest, source=ref)
 
@@ -268,8 +272,7 @@ def load_companion(loaded: LoadedModel, role: str) -> RRDBSFT | None:
     name = _companion_file_name(entry, f"{loaded.source}: model card")
     if loaded.source.startswith(HUB_PREFIX):
         repo, revision, filename = parse_hub_reference(loaded.source)
-        folder = filename.rsplit("/", 1)[0] + "/" if "/" in filename else ""
-        path = _hub_download(repo, folder + name, revision, loaded.source)
+        path = _hub_download(repo, _repo_folder(filename) + name, revision, loaded.source)
     elif loaded.weights_path is not None:
         path = loaded.weights_path.parent / name
     else:
@@ -318,8 +321,7 @@ def cached_hub_models() -> list[CachedHubModel]:
         for revision in sorted(repo.revisions, key=lambda r: r.commit_hash):
             files = {f.file_path.relative_to(revision.snapshot_path).as_posix(): f for f in revision.files}
             for name, file in sorted(files.items()):
-                folder = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
-                config = files.get(folder + "config.json")
+                config = files.get(_repo_folder(name) + "config.json")
                 if not name.endswith(".safetensors") or config is None:
                     continue
                 try:

@@ -151,6 +151,17 @@ def build_networks(card: ModelCard) -> tuple[CMOS, RRDBSFT]:
     )
 
 
+def _state_tensors(net: torch.nn.Module, prefix: str, storage_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """``net``'s state dict on the CPU under ``prefix``, floating-point tensors in ``storage_dtype`` if given."""
+    tensors = {}
+    for key, value in net.state_dict().items():
+        value = value.detach().to("cpu")
+        if storage_dtype is not None and value.is_floating_point():
+            value = value.to(storage_dtype)
+        tensors[prefix + key] = value.contiguous()
+    return tensors
+
+
 def save_model(
     weights_path: Path,
     config_path: Path,
@@ -164,13 +175,7 @@ def save_model(
     ``storage_dtype`` (e.g. ``torch.float16``) stores floating-point tensors in that type to halve the
     file; loading copies them back into the networks' float32 parameters.
     """
-    tensors: dict[str, torch.Tensor] = {}
-    for prefix, net in zip(PREFIXES, (cmos, sr), strict=True):
-        for key, value in net.state_dict().items():
-            value = value.detach().to("cpu")
-            if storage_dtype is not None and value.is_floating_point():
-                value = value.to(storage_dtype)
-            tensors[prefix + key] = value.contiguous()
+    tensors = {**_state_tensors(cmos, "cmos.", storage_dtype), **_state_tensors(sr, "sr.", storage_dtype)}
     metadata = {"format": "pt"}  # one key: safetensors writes several in no fixed order (sha256 would vary)
     _atomic_write(Path(weights_path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     text = card.to_json()
@@ -180,12 +185,7 @@ def save_model(
 
 def save_sr_network(weights_path: Path, sr: RRDBSFT, storage_dtype: torch.dtype | None = None) -> str:
     """Write one SR network's tensors (prefix ``sr.``) as a companion file; return its sha256."""
-    tensors = {}
-    for key, value in sr.state_dict().items():
-        value = value.detach().to("cpu")
-        if storage_dtype is not None and value.is_floating_point():
-            value = value.to(storage_dtype)
-        tensors["sr." + key] = value.contiguous()
+    tensors = _state_tensors(sr, "sr.", storage_dtype)
     _atomic_write(Path(weights_path), lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     return sha256_file(Path(weights_path))
 
