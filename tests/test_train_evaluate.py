@@ -43,15 +43,24 @@ def _flat_sample(value: float = 0.5, size: int = 32) -> dict:
     }
 
 
+def _evaluate(model, groups, **kwargs):
+    return evaluate(model, groups, dataset_name="flat", device="cpu", precision="fp32", **kwargs)
+
+
 def test_known_answer_on_flat_images():
-    report = evaluate(_zero_networks(), {1: [_flat_sample()], 2: [_flat_sample(), _flat_sample()]}, dataset_name="flat")
-    # bicubic of a flat image is exact
+    nets = _zero_networks()
+    report = _evaluate(nets, {1: [_flat_sample()], 2: [_flat_sample(), _flat_sample()]}, upper=nets)
+    assert set(report.rows) == {"bicubic", "aligned cubic", "model", "upper bound"}
+    # both interpolations of a flat image are exact (the spline's truncated kernel to 1e-6)
     assert report.rows["bicubic"]["mean"]["psnr_y"] == math.inf
+    assert report.rows["aligned cubic"]["mean"]["psnr_y"] > 100
     # SR output 0 -> Y = 16/255; HR 0.5 -> Y = (16 + 219 * 0.5) / 255: difference 109.5 / 255 everywhere
     expected = 20 * math.log10(255 / 109.5)
     for row in ("model", "upper bound"):
         assert report.rows[row]["1"]["psnr_y"] == pytest.approx(expected, abs=1e-6)
         assert report.rows[row]["mean"]["psnr_y"] == pytest.approx(expected, abs=1e-6)
+        # a flat output against a flat truth: no shift does better than none
+        assert (report.rows[row]["mean"]["reg_dx"], report.rows[row]["mean"]["reg_dy"]) == (0.0, 0.0)
     m = report.rows["model"]["mean"]
     # blur 0 vs 2.5 / sigma_max 5 = 0.5 -> 20 log10(2) dB; SSIM of flat maps = C1 / (0.25 + C1)
     assert m["blur_psnr"] == pytest.approx(20 * math.log10(2), abs=1e-9)
@@ -59,7 +68,15 @@ def test_known_answer_on_flat_images():
     # class 0 predicted everywhere: IoU 0.5 for class 0 (half the valid pixels), 0 for class 1
     assert m["miou"] == pytest.approx(0.25, abs=2e-3)
     assert report.border == 4 and report.images_per_group == {"1": 1, "2": 2}
-    assert "border crop 4 px" in format_table(report)
+    assert report.labelled_per_group == {"1": 1, "2": 2} and report.notes() == []
+    assert report.maps["upper bound"] == {"blur": "ground truth", "semantics": "estimated by zero"}
+    assert report.maps["model"] == {"blur": "estimated by zero", "semantics": "estimated by zero"}
+    assert report.engine["device"] == "cpu" and report.engine["precision"] == {
+        "model": "float32",
+        "upper bound": "float32",
+    }
+    table = format_table(report)
+    assert "border crop 4 px" in table and "maps fed to upper bound: blur ground truth" in table
 
 
 def test_error_broken_down_by_ground_truth_sigma():
@@ -69,7 +86,7 @@ def test_error_broken_down_by_ground_truth_sigma():
     sample["lr"][..., 4:] = 0.25
     sample["blur"][..., :16] = 0.2
     sample["blur"][..., 16:] = 5.0  # the top edge belongs to the last bin
-    report = evaluate(_zero_networks(), {1: [sample]}, dataset_name="flat")
+    report = _evaluate(_zero_networks(), {1: [sample]})
     by_sigma = report.to_dict()["by_sigma"]
     assert by_sigma["edges"] == [0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0]
     assert by_sigma["share"] == [0.5, 0.0, 0.0, 0.0, 0.0, 0.5]
@@ -77,11 +94,86 @@ def test_error_broken_down_by_ground_truth_sigma():
     assert model[0] == pytest.approx(20 * math.log10(255 / 109.5), abs=1e-6)
     assert model[5] == pytest.approx(20 * math.log10(255 / 54.75), abs=1e-6)
     assert model[1:5] == [None] * 4  # empty bins
-    # aligned bilinear is exact except in the 3 HR columns before LR column 4 (HR 16), where it ramps
-    ramp_mse = (0.1875**2 + 0.125**2 + 0.0625**2) * (219 / 255) ** 2 / 24  # over the 24 columns kept
-    expected = 10 * math.log10(1 / ramp_mse)
-    assert report.rows["aligned bilinear"]["mean"]["psnr_y"] == pytest.approx(expected, abs=1e-4)
+    # the spline through a step rings on both sides of it; pixel-centre bicubic also smears it 1.5 px late
+    aligned, bicubic = by_sigma["psnr_y"]["aligned cubic"], by_sigma["psnr_y"]["bicubic"]
+    assert 20 < aligned[0] < 60 and 20 < aligned[5] < 60 and bicubic[5] < aligned[5]
     assert "PSNR-Y by ground-truth sigma" in format_table(report)
+
+
+def _random_networks(seed: int = 0, **conditioning) -> Networks:
+    torch.manual_seed(seed)
+    spec = get_spec("tiny")
+    cmos, sr = build_cmos(spec, 2), build_sr(spec, 2)
+    with torch.no_grad():  # an output that reads the maps: non-zero map embeddings
+        for p in sr.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return Networks(
+        spec=spec,
+        num_classes=2,
+        class_names=["a", "b"],
+        sigma_max=5.0,
+        cmos=cmos.eval(),
+        sr=sr.eval(),
+        source=f"random{seed}",
+        **conditioning,
+    )
+
+
+def _textured_sample(unlabelled: bool = False) -> dict:
+    g = torch.Generator().manual_seed(3)
+    hr = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 66, 66, generator=g), 3, 1)[0]
+    blur = torch.linspace(0.0, 5.0, 64).expand(1, 64, 64).clone()
+    labels = torch.full((64, 64), 255) if unlabelled else (blur[0] > 2.5).long()
+    return {"hr": hr, "lr": hr[:, ::4, ::4].clone(), "blur": blur, "labels": labels, "name": "textured"}
+
+
+def test_rows_run_the_engine_with_the_maps_their_conditioning_asks_for():
+    """Each network row is what the engine's Upscaler gives; the baseline is the SR network fed zero maps."""
+    from cmosx.engine.pipeline import Upscaler
+    from cmosx.train.eval_engine import engine_model
+    from cmosx.train.metrics import sr_psnr_ssim_y
+
+    model = _random_networks(0)
+    upper = _random_networks(1)
+    upper.cmos = None
+    baseline = _random_networks(2, use_blur=False, use_semantics=False)
+    baseline.cmos = None
+    sample = _textured_sample()
+    report = _evaluate(model, {1: [sample]}, upper=upper, baseline=baseline)
+    lr, hr = sample["lr"], sample["hr"]
+
+    def psnr(out):
+        return sr_psnr_ssim_y(out, hr, 4)[0]
+
+    blind = Upscaler(engine_model(model, model.cmos, "m"), device="cpu", precision="fp32").upscale(lr)
+    assert report.rows["model"]["1"]["psnr_y"] == pytest.approx(psnr(blind.image), abs=1e-9)
+    with_truth = Upscaler(engine_model(upper, model.cmos, "u"), device="cpu", precision="fp32")
+    truth = with_truth.upscale(lr, blur_override=sample["blur"])
+    assert report.rows["upper bound"]["1"]["psnr_y"] == pytest.approx(psnr(truth.image), abs=1e-9)
+    assert psnr(truth.image) != pytest.approx(psnr(with_truth.upscale(lr).image), abs=1e-3)  # the blur is read
+    unconditioned = engine_model(baseline, None, "b")
+    alone = Upscaler(unconditioned, device="cpu", precision="fp32").upscale(lr)
+    assert report.rows["baseline"]["1"]["psnr_y"] == pytest.approx(psnr(alone.image), abs=1e-9)
+    with torch.inference_mode():  # whatever maps the engine hands it, the baseline's network sees zeros
+        maps = torch.rand(1, 1, 16, 16) * 5, torch.rand(1, 2, 16, 16)
+        zeros = torch.zeros(1, 1, 16, 16), torch.zeros(1, 2, 16, 16)
+        assert torch.equal(unconditioned.sr(lr[None], *maps), baseline.sr(lr[None], *zeros))
+    assert report.maps["baseline"] == {"blur": "not used (fed as zeros)", "semantics": "not used (fed as zeros)"}
+    assert report.maps["upper bound"] == {"blur": "ground truth", "semantics": "estimated by random0"}
+    assert report.sources == {"baseline": "random2", "model": "random0", "upper bound": "random1"}
+    for row in ("bicubic", "aligned cubic", "baseline", "model", "upper bound"):
+        assert {"reg_dx", "reg_dy", "reg_gain"} <= set(report.rows[row]["mean"])
+    assert report.rows["bicubic"]["1"]["reg_dx"] < -0.5  # pixel-centre: off the subsampling grid
+
+
+def test_miou_is_not_available_without_labels():
+    report = _evaluate(_random_networks(0), {"test": [_textured_sample(unlabelled=True)]})
+    assert report.rows["model"]["test"]["miou"] is None and report.rows["model"]["mean"]["miou"] is None
+    assert report.labelled_per_group == {"test": 0}
+    assert report.to_dict()["notes"] == ["mIoU not available: no labels in group(s) test"]
+    table = format_table(report)
+    assert "n/a" in table and "nan" not in table.lower()
+    assert report.rows["model"]["test"]["blur_psnr"] is not None  # the blur maps are still scored
 
 
 def test_cli_trains_three_stages_exports_and_evaluates(tmp_path, monkeypatch):
@@ -161,9 +253,11 @@ def test_cli_eval_json_on_a_tiny_synthetic_group(tmp_path, monkeypatch):
     report = json.loads(result.output)
     assert report["images_per_group"] == {"2": 2} and set(report["rows"]) == {
         "bicubic",
-        "aligned bilinear",
+        "aligned cubic",
         "upper bound",
     }
+    # an SR run alone: the upper-bound row takes the ground-truth blur and has no estimator for semantics
+    assert report["maps"]["upper bound"] == {"blur": "ground truth", "semantics": "uniform (no estimator)"}
     assert 10 < report["rows"]["bicubic"]["mean"]["psnr_y"] < 60
 
 

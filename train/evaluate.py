@@ -1,21 +1,31 @@
-"""Evaluation in the shape of the paper's Tables 2-3: per test group and the mean.
+"""Evaluation through the product, in the shape of the paper's Tables 2-3: per test group and the mean.
 
-Rows:
+Every network row runs the engine's :class:`~cmosx.engine.pipeline.Upscaler` (the framing, tiling and
+precision policy of ``cmosx upscale``, on ``device`` at ``precision``), so the figures describe what
+users get. Rows:
 
-- ``bicubic``: the LR image upscaled x4 bicubically;
-- ``aligned bilinear``: bilinear upsampling on the LR's own sampling grid (HR pixel ``s*i`` on LR pixel
-  ``i``, as direct subsampling made it), which is what the lite SR network adds its output to; the gap
-  between it and ``bicubic`` is registration alone (bicubic centres HR pixels 1.5 px off that grid);
-- ``model``: blind SR -- the model's CMOS estimates the maps, its RRDB-SFT upscales (plus blur-map
-  PSNR/SSIM and mIoU of those estimates);
-- ``upper bound``: RRDB-SFT fed the ground-truth maps -- the paper's upper bound is the stage-2 network
-  (trained on ground-truth maps), so pass that as ``upper`` (the CLI finds it from the model's recipe);
-  without it the model's own (blind-fine-tuned) SR network is used, which is not the same thing;
-- ``baseline`` (optional): another model or run, e.g. the blur-unaware SR network (``--unconditioned``).
+- ``bicubic``: the LR upscaled x4 by pixel-centre bicubic (``F.interpolate``; 1.5 HR px off the grid
+  of direct subsampling, which its registration shows);
+- ``aligned cubic``: an interpolating cubic spline with LR pixel ``i`` on HR pixel ``s*i``, the grid
+  that direct subsampling keeps (:func:`cmosx.train.spline.grid_cubic_upsample`): the interpolation
+  a network has to beat;
+- ``baseline`` (optional): e.g. the blur-unaware SR network, run with the maps its conditioning
+  switches off fed as zeros (the engine then estimates nothing for it);
+- ``model``: CMOS blind SR as ``cmosx upscale`` runs it, plus blur-map PSNR/SSIM and mIoU of the
+  estimates it was conditioned on (LR maps placed on the HR grid by
+  :func:`cmosx.models.rrdb_sft.grid_aligned_upsample`);
+- ``upper bound``: an SR network (by default the model's ``upper`` companion, trained on ground-truth
+  maps) given the ground-truth blur map through the engine's ``blur_override``. The engine takes no
+  semantic map from outside, so its semantics are the model's CMOS estimate; ``maps`` in the report
+  says, per row, which maps each network was fed.
 
-Per image: SR PSNR/SSIM on BT.601 Y after cropping ``border`` pixels (default: the scale); blur maps
-normalised by sigma_max; mIoU accumulated over the group. Group values are means over images (mIoU over
-the group's confusion matrix); the mean row averages the groups.
+Per image: SR PSNR/SSIM on BT.601 Y after cropping ``border`` pixels (default: the scale); the
+registration of every row's output (:func:`cmosx.train.registration.register`: the sub-pixel shift
+``reg_dx, reg_dy`` in HR px that best aligns it with the truth, and ``reg_gain`` the PSNR-Y that shift
+gains); blur maps normalised by sigma_max; mIoU accumulated over the group's labelled pixels. Where a
+group holds no labels (all 255: Cityscapes' test split, photo scenes) its mIoU is ``None`` (not
+available), never a figure from a substitute. Group values are means over images; the mean row
+averages the groups (mIoU over the groups that have one).
 
 ``by_sigma`` breaks the SR error down by the ground-truth blur of each HR pixel: PSNR-Y over all pixels of
 all groups whose sigma lies in a bin (edges at 0, .1, .2, .4, .6, .8 and 1 times sigma_max), with each
@@ -33,29 +43,54 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cmosx.errors import ModelError
-from cmosx.train.metrics import ConfusionMatrix, blur_psnr_ssim, crop_border, rgb_to_y, sr_psnr_ssim_y
+from cmosx.errors import UsageError
+from cmosx.train.eval_engine import engine_model
+from cmosx.train.metrics import (
+    IGNORE_INDEX,
+    ConfusionMatrix,
+    blur_psnr_ssim,
+    crop_border,
+    rgb_to_y,
+    sr_psnr_ssim_y,
+)
+from cmosx.train.registration import register
 from cmosx.train.runs import Networks
-from cmosx.train.stages import cmos_prior, condition
+from cmosx.train.spline import grid_cubic_upsample
 
-METRIC_KEYS = ("psnr_y", "ssim_y", "blur_psnr", "blur_ssim", "miou")
+METRIC_KEYS = ("psnr_y", "ssim_y", "blur_psnr", "blur_ssim", "miou", "reg_dx", "reg_dy", "reg_gain")
 SIGMA_BIN_FRACTIONS = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
+NOT_USED = "not used (fed as zeros)"
 
 
 @dataclass
 class EvalReport:
-    """``rows[row_name][group_key][metric]`` with group keys ``"1".."5"`` and ``"mean"``."""
+    """``rows[row_name][group_key][metric]`` with group keys ``str(group)`` and ``"mean"``.
+
+    ``maps[row]``: what the row's network was fed (``{"blur": ..., "semantics": ...}``); ``engine``: the
+    device and, per network row, the precision and SR tile the engine chose; ``labelled_per_group``:
+    images with at least one label (0: mIoU not available for that group).
+    """
 
     dataset: str
-    groups: list[int]
+    groups: list[Any]
     border: int
     images_per_group: dict[str, int]
-    rows: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    rows: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)
+    labelled_per_group: dict[str, int] = field(default_factory=dict)
     by_sigma: dict[str, Any] = field(default_factory=dict)  # {"edges", "share", "psnr_y": {row: [per bin]}}
 
+    def notes(self) -> list[str]:
+        """What the figures do not cover (shown under the table)."""
+        unlabelled = [g for g, n in self.labelled_per_group.items() if n == 0]
+        if not unlabelled:
+            return []
+        return [f"mIoU not available: no labels in group(s) {', '.join(unlabelled)}"]
+
     def to_dict(self) -> dict[str, Any]:
-        def clean(v: float) -> float | None:
+        def clean(v: float | None) -> float | None:
             return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 6)
 
         return {
@@ -63,7 +98,11 @@ class EvalReport:
             "groups": self.groups,
             "border": self.border,
             "images_per_group": self.images_per_group,
+            "labelled_per_group": self.labelled_per_group,
             "sources": self.sources,
+            "maps": self.maps,
+            "engine": self.engine,
+            "notes": self.notes(),
             "rows": {r: {g: {k: clean(v) for k, v in m.items()} for g, m in gs.items()} for r, gs in self.rows.items()},
             "by_sigma": {
                 "edges": self.by_sigma.get("edges", []),
@@ -74,23 +113,29 @@ class EvalReport:
 
 
 def bicubic_upscale(lr: Tensor, scale: int) -> Tensor:
-    """``B x 3 x h x w`` -> ``B x 3 x sh x sw`` bicubic (not antialiased), clamped to [0, 1]."""
+    """``B x 3 x h x w`` -> ``B x 3 x sh x sw`` pixel-centre bicubic (not antialiased), clamped to [0, 1]."""
     return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0.0, 1.0)
+
+
+def aligned_cubic_upscale(lr: Tensor, scale: int) -> Tensor:
+    """``B x 3 x h x w`` -> ``B x 3 x sh x sw`` cubic spline on the subsampling grid, clamped to [0, 1]."""
+    return grid_cubic_upsample(lr, scale).clamp(0.0, 1.0)
 
 
 class _Accumulator:
     def __init__(self, num_classes: int) -> None:
         self.values: dict[str, list[float]] = {}
         self.confusion = ConfusionMatrix(num_classes)
-        self.has_semantics = False
+        self.scores_semantics = False  # the row estimates semantic maps
+        self.labelled = 0
 
     def add(self, key: str, value: float) -> None:
         self.values.setdefault(key, []).append(value)
 
-    def result(self) -> dict[str, float]:
-        out = {k: sum(v) / len(v) for k, v in self.values.items()}
-        if self.has_semantics:
-            out["miou"] = self.confusion.miou()
+    def result(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {k: sum(v) / len(v) for k, v in self.values.items()}
+        if self.scores_semantics:
+            out["miou"] = self.confusion.miou() if self.labelled else None
         return out
 
 
@@ -133,134 +178,203 @@ class _SigmaBins:
         }
 
 
-def _sr_with_maps(sr: nn.Module, lr: Tensor, blur_lr: Tensor, semantic_lr: Tensor, nets: Networks) -> Tensor:
-    blur_lr, semantic_lr = condition(blur_lr, semantic_lr, nets.use_blur, nets.use_semantics)
-    return sr(lr, blur_lr, semantic_lr)
+@dataclass
+class _EngineRow:
+    """A network row: its engine, whether it is given the ground-truth blur, and what it is fed."""
+
+    name: str
+    upscaler: Any  # cmosx.engine.pipeline.Upscaler
+    truth_blur: bool
+    maps: dict[str, str]
+    scores_maps: bool  # blur-map PSNR/SSIM and mIoU of its estimates (the model row)
 
 
-def _rows_for_sample(
-    sample: dict[str, Any],
+def _engine_row(
+    name: str,
+    nets: Networks,
+    estimator: nn.Module | None,
+    estimator_source: str,
+    truth_blur: bool,
+    device: str | torch.device,
+    precision: str,
+) -> _EngineRow:
+    """Build the row's ``Upscaler``: ``estimator`` supplies the maps not taken from the ground truth."""
+    from cmosx.engine.pipeline import Upscaler
+
+    if nets.sr is None:
+        raise UsageError(f"{nets.source}: the {name} row needs an SR network and this holds none")
+    reads_estimate = nets.use_semantics or (nets.use_blur and not truth_blur)
+    if not reads_estimate:
+        estimator = None
+    if not nets.use_blur:
+        blur = NOT_USED
+    elif truth_blur:
+        blur = "ground truth"
+    else:
+        blur = f"estimated by {estimator_source}" if estimator is not None else "zero (no estimator)"
+    if not nets.use_semantics:
+        semantics = NOT_USED
+    else:
+        semantics = f"estimated by {estimator_source}" if estimator is not None else "uniform (no estimator)"
+    upscaler = Upscaler(engine_model(nets, estimator, name), device=device, precision=precision)
+    return _EngineRow(name, upscaler, truth_blur, {"blur": blur, "semantics": semantics}, name == "model")
+
+
+def _engine_rows(
     model: Networks,
-    upper: Networks,
+    upper: Networks | None,
     baseline: Networks | None,
+    device: str | torch.device,
+    precision: str,
+) -> list[_EngineRow]:
+    rows = []
+    if baseline is not None:
+        own = baseline.cmos is not None  # a blind model: its own estimates; an SR network: the ground-truth blur
+        estimator, source = (baseline.cmos, baseline.source) if own else (model.cmos, model.source)
+        rows.append(_engine_row("baseline", baseline, estimator, source, not own, device, precision))
+    if model.sr is not None and model.cmos is not None:
+        rows.append(_engine_row("model", model, model.cmos, model.source, False, device, precision))
+    if upper is not None:
+        rows.append(_engine_row("upper bound", upper, model.cmos, model.source, True, device, precision))
+    return rows
+
+
+def _score(name: str, out: Tensor, hr: Tensor, border: int, acc: _Accumulator, bins: _SigmaBins) -> None:
+    """SR PSNR/SSIM-Y and registration of one ``3 x H x W`` output."""
+    p, s = sr_psnr_ssim_y(out, hr, border)
+    acc.add("psnr_y", p)
+    acc.add("ssim_y", s)
+    reg = register(out, hr, border)
+    acc.add("reg_dx", reg.dx)
+    acc.add("reg_dy", reg.dy)
+    acc.add("reg_gain", reg.gain_db)
+    bins.add(name, out)
+
+
+def _score_maps(result: Any, blur_gt: Tensor, labels: Tensor, sigma_max: float, scale: int, acc: _Accumulator) -> None:
+    """Blur-map PSNR/SSIM and the confusion matrix of the engine's LR maps, placed on the HR grid."""
+    from cmosx.models.rrdb_sft import grid_aligned_upsample
+
+    blur_hr = grid_aligned_upsample(result.blur_lr[None], scale)[0]
+    bp, bs = blur_psnr_ssim(blur_hr, blur_gt, sigma_max)
+    acc.add("blur_psnr", bp)
+    acc.add("blur_ssim", bs)
+    acc.scores_semantics = True
+    if bool((labels != IGNORE_INDEX).any()):
+        acc.labelled += 1
+        acc.confusion.update(grid_aligned_upsample(result.semantic_lr[None], scale)[0].argmax(0), labels)
+
+
+def _evaluate_sample(
+    sample: dict[str, Any],
+    rows: list[_EngineRow],
+    scale: int,
+    sigma_max: float,
     border: int,
     accs: dict[str, _Accumulator],
     bins: _SigmaBins,
-    device: torch.device,
 ) -> None:
-    from cmosx.models.rrdb_sft import grid_aligned_upsample, labels_to_probabilities, maps_to_lr
-
-    scale = model.spec.scale
-    lr = sample["lr"].unsqueeze(0).to(device).contiguous(memory_format=torch.channels_last)
-    hr = sample["hr"]
-    blur_gt = sample["blur"]
-    labels = sample["labels"]
+    lr, hr, blur_gt, labels = sample["lr"].float(), sample["hr"].float(), sample["blur"].float(), sample["labels"]
     bins.set_image(blur_gt, hr)
+    _score("bicubic", bicubic_upscale(lr[None], scale)[0], hr, border, accs["bicubic"], bins)
+    _score("aligned cubic", aligned_cubic_upscale(lr[None], scale)[0], hr, border, accs["aligned cubic"], bins)
+    for row in rows:
+        result = row.upscaler.upscale(lr, blur_override=blur_gt if row.truth_blur else None)
+        _score(row.name, result.image, hr, border, accs[row.name], bins)
+        if row.scores_maps:
+            _score_maps(result, blur_gt, labels, sigma_max, scale, accs[row.name])
 
-    def score(name: str, out: Tensor) -> None:
-        out = out[0].float().cpu()
-        p, s = sr_psnr_ssim_y(out, hr, border)
-        accs[name].add("psnr_y", p)
-        accs[name].add("ssim_y", s)
-        bins.add(name, out)
 
-    score("bicubic", bicubic_upscale(lr, scale))
-    score("aligned bilinear", grid_aligned_upsample(lr, scale))
-    probs = labels_to_probabilities(labels.unsqueeze(0), upper.num_classes).to(device)
-    gt_blur_lr, gt_sem_lr = maps_to_lr(blur_gt.unsqueeze(0).to(device), probs, scale)
-    if upper.sr is not None:
-        score("upper bound", _sr_with_maps(upper.sr, lr, gt_blur_lr, gt_sem_lr, upper))
-    if model.cmos is not None:
-        maps = model.cmos(lr)
-        blur_hr = maps.blur_hr()[0].float().cpu()
-        bp, bs = blur_psnr_ssim(blur_hr, blur_gt, model.sigma_max)
-        acc = accs["model"]
-        acc.add("blur_psnr", bp)
-        acc.add("blur_ssim", bs)
-        acc.has_semantics = True
-        acc.confusion.update(maps.logits_hr()[0].argmax(0).cpu(), labels)
-        if model.sr is not None:
-            blur_lr, sem_lr = cmos_prior(maps, model.sigma_max)
-            score("model", _sr_with_maps(model.sr, lr, blur_lr, sem_lr, model))
-    if baseline is not None:
-        if baseline.sr is None:
-            raise ModelError(f"{baseline.source}: the baseline holds no SR network")
-        if baseline.cmos is not None and (baseline.use_blur or baseline.use_semantics):
-            blur_lr, sem_lr = cmos_prior(baseline.cmos(lr), baseline.sigma_max)
-        else:  # blur-unaware (maps zeroed anyway) or an SR-only run evaluated on ground-truth maps
-            b_probs = labels_to_probabilities(labels.unsqueeze(0), baseline.num_classes).to(device)
-            blur_lr, sem_lr = maps_to_lr(blur_gt.unsqueeze(0).to(device), b_probs, scale)
-        score("baseline", _sr_with_maps(baseline.sr, lr, blur_lr, sem_lr, baseline))
+def _mean_over_groups(per_group: list[dict[str, float | None]]) -> dict[str, float | None]:
+    mean: dict[str, float | None] = {}
+    for key in METRIC_KEYS:
+        if key not in per_group[0]:
+            continue
+        values = [g[key] for g in per_group if g.get(key) is not None]
+        mean[key] = sum(values) / len(values) if values else None
+    return mean
 
 
 def evaluate(
     model: Networks,
-    groups: dict[int, Any],
+    groups: dict[Any, Any],
     *,
     dataset_name: str,
     baseline: Networks | None = None,
     upper: Networks | None = None,
     border: int | None = None,
     limit: int | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
+    precision: str = "auto",
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalReport:
-    """Evaluate on ``groups`` (group number -> dataset of sample dicts); ``limit`` caps images per group.
+    """Evaluate on ``groups`` (group key -> map-style dataset of samples); ``limit`` caps images per group.
 
-    ``upper``: the networks of the upper-bound row (default: ``model``).
+    A sample is a dict with ``hr`` (3 x H x W in [0, 1]), ``lr`` (3 x H/s x W/s), ``blur`` (1 x H x W
+    sigma in HR px) and ``labels`` (H x W int64, 255 = ignore; all 255 = no labels). ``upper``: the
+    networks of the upper-bound row (None: no such row); ``baseline``: another model or SR network.
     """
-    device = torch.device(device)
-    upper = upper or model
+    if model.sr is None:
+        raise UsageError(
+            f"{model.source}: holds no SR network (an estimator run); cmosx eval runs what cmosx upscale "
+            "runs: evaluate a blind run or a model"
+        )
     border = model.spec.scale if border is None else border
-    for nets in (model, upper, baseline):
-        if nets is None:
-            continue
-        for net in (nets.cmos, nets.sr):
-            if net is not None:
-                net.to(device).to(memory_format=torch.channels_last).eval()
-    report = EvalReport(dataset=dataset_name, groups=sorted(groups), border=border, images_per_group={})
-    report.sources["model"] = model.source
-    report.sources["upper bound"] = upper.source
-    if baseline is not None:
-        report.sources["baseline"] = baseline.source
-    names = ["bicubic", "aligned bilinear"]
-    names += ["model"] if model.cmos is not None else []
-    names += ["upper bound"] if upper.sr is not None else []
-    names += ["baseline"] if baseline is not None else []
-    total = sum(min(len(ds), limit or len(ds)) for ds in groups.values())
+    scale = model.spec.scale
+    engine_rows = _engine_rows(model, upper, baseline, device, precision)
+    keys = sorted(groups)
+    report = EvalReport(dataset=dataset_name, groups=keys, border=border, images_per_group={})
+    names = ["bicubic", "aligned cubic"] + [row.name for row in engine_rows]
+    for row in engine_rows:
+        report.sources[row.name] = {"model": model, "upper bound": upper, "baseline": baseline}[row.name].source
+        report.maps[row.name] = row.maps
+    if engine_rows:
+        report.engine = {
+            "device": str(engine_rows[0].upscaler.device),
+            "precision": {row.name: str(row.upscaler.precision).replace("torch.", "") for row in engine_rows},
+            "tile": {row.name: int(row.upscaler.tile) for row in engine_rows},
+        }
+    total = sum(min(len(groups[k]), limit or len(groups[k])) for k in keys)
     done = 0
     bins = _SigmaBins(model.sigma_max, border)
-    for group in sorted(groups):
-        ds = groups[group]
+    for key in keys:
+        ds = groups[key]
         count = min(len(ds), limit or len(ds))
         accs = {name: _Accumulator(model.num_classes) for name in names}
         with torch.inference_mode():
             for i in range(count):
-                _rows_for_sample(ds[i], model, upper, baseline, border, accs, bins, device)
+                _evaluate_sample(ds[i], engine_rows, scale, model.sigma_max, border, accs, bins)
                 done += 1
                 if progress is not None:
                     progress(done, total)
-        report.images_per_group[str(group)] = count
+        report.images_per_group[str(key)] = count
+        if "model" in accs:
+            report.labelled_per_group[str(key)] = accs["model"].labelled
         for name in names:
-            report.rows.setdefault(name, {})[str(group)] = accs[name].result()
+            report.rows.setdefault(name, {})[str(key)] = accs[name].result()
     for name in names:
-        per_group = [report.rows[name][str(g)] for g in sorted(groups)]
-        keys = [k for k in METRIC_KEYS if k in per_group[0]]
-        report.rows[name]["mean"] = {k: sum(g[k] for g in per_group) / len(per_group) for k in keys}
+        report.rows[name]["mean"] = _mean_over_groups([report.rows[name][str(k)] for k in keys])
     report.by_sigma = bins.result()
     return report
 
 
 def format_table(report: EvalReport) -> str:
-    """A plain-text table: one line per row and group, then the mean."""
-    header = f"{'row':<12} {'group':>5}  {'PSNR-Y':>7} {'SSIM-Y':>7}  {'blurPSNR':>8} {'blurSSIM':>8}  {'mIoU':>6}"
+    """A plain-text table: one line per row and group, then the mean; registration in HR px."""
+    header = (
+        f"{'row':<13} {'group':>5}  {'PSNR-Y':>7} {'SSIM-Y':>7}  {'blurPSNR':>8} {'blurSSIM':>8}  {'mIoU':>6}"
+        f"  {'reg dx':>6} {'reg dy':>6} {'gain':>5}"
+    )
     lines = [
         f"dataset {report.dataset}; border crop {report.border} px; images per group "
         + ", ".join(f"{g}: {n}" for g, n in report.images_per_group.items()),
         "networks: " + "; ".join(f"{row} = {src}" for row, src in report.sources.items()),
-        header,
-        "-" * len(header),
     ]
+    lines += [f"maps fed to {row}: blur {m['blur']}; semantics {m['semantics']}" for row, m in report.maps.items()]
+    if report.engine:
+        engine = report.engine
+        per_row = "; ".join(f"{row} {p}, tile {engine['tile'][row]}" for row, p in engine["precision"].items())
+        lines.append(f"engine: {engine['device']}; {per_row}")
+    lines += [header, "-" * len(header)]
 
     def fmt(v: float | None, width: int, digits: int) -> str:
         return f"{'-':>{width}}" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:>{width}.{digits}f}"
@@ -268,12 +382,15 @@ def format_table(report: EvalReport) -> str:
     for key in [str(g) for g in report.groups] + ["mean"]:
         for name, per_group in report.rows.items():
             m = per_group[key]
-            miou = m.get("miou")
+            value = m.get("miou")
+            miou = f"{'n/a':>6}" if "miou" in m and value is None else fmt(None if value is None else 100 * value, 6, 2)
             lines.append(
-                f"{name:<12} {key:>5}  {fmt(m.get('psnr_y'), 7, 2)} {fmt(m.get('ssim_y'), 7, 4)}  "
-                f"{fmt(m.get('blur_psnr'), 8, 2)} {fmt(m.get('blur_ssim'), 8, 4)}  "
-                f"{fmt(None if miou is None else 100 * miou, 6, 2)}"
+                f"{name:<13} {key:>5}  {fmt(m.get('psnr_y'), 7, 2)} {fmt(m.get('ssim_y'), 7, 4)}  "
+                f"{fmt(m.get('blur_psnr'), 8, 2)} {fmt(m.get('blur_ssim'), 8, 4)}  {miou}  "
+                f"{fmt(m.get('reg_dx'), 6, 2)} {fmt(m.get('reg_dy'), 6, 2)} {fmt(m.get('reg_gain'), 5, 2)}"
             )
+    lines += report.notes()
+    lines.append("reg dx, dy: the HR px move that best aligns a row's output with the truth; gain: dB it adds")
     by_sigma = report.by_sigma
     if by_sigma.get("edges"):
         edges = by_sigma["edges"]

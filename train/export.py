@@ -139,7 +139,7 @@ def export_run(
         from cmosx.train.sources import open_test_group
 
         groups = {g: open_test_group(info.config.dataset, info.config.root, g)[0] for g in (1, 2, 3, 4, 5)}
-        upper = extra.get("upper") or (load_networks(nets.sr_stage_source) if nets.sr_stage_source else None)
+        upper = extra.get("upper") or (load_networks(nets.sr_stage_source) if nets.sr_stage_source else nets)
         report = evaluate(
             nets,
             groups,

@@ -1,4 +1,4 @@
-"""``cmosx eval``: evaluate a model on BSR test groups with the paper's metrics."""
+"""``cmosx eval``: evaluate a model through the engine on BSR test groups with the paper's metrics."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from cmosx.cli._common import report_errors
+from cmosx.cli._common import DeviceOpt, PrecisionOpt, report_errors
 from cmosx.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="eval", help="Evaluate a model on BSR test groups with the paper's metrics.")(evaluate_command)
+    app.command(
+        name="eval", help="Evaluate a model as cmosx upscale runs it, on BSR test groups, with the paper's metrics."
+    )(evaluate_command)
 
 
 def parse_groups(text: str) -> list[int]:
@@ -49,7 +51,8 @@ def evaluate_command(
         Optional[str],
         typer.Option(
             "--upper",
-            help="SR network of the upper-bound row (default: the model's upper companion, else its sr-stage run).",
+            help="SR network of the upper-bound row (default: the model's upper companion, else its sr-stage run,"
+            " else the model's own SR network), fed the ground-truth blur map.",
         ),
     ] = None,
     root: Annotated[
@@ -64,6 +67,8 @@ def evaluate_command(
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most N images per group.")] = None,
     border: Annotated[Optional[int], typer.Option("--border", help="Pixels cropped per side (default: scale).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="synthetic-bsr without --root: test-scene seed.")] = 0,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -86,6 +91,7 @@ def evaluate_command(
     upper_nets = load_networks(upper) if upper else load_companion_networks(nets, "upper")
     if upper_nets is None and nets.sr_stage_source:
         upper_nets = load_networks(nets.sr_stage_source)
+    upper_nets = upper_nets or nets
     sets = {g: open_test_group(dataset, root, g, seed=seed)[0] for g in wanted}
     bar = None
 
@@ -108,6 +114,8 @@ def evaluate_command(
             upper=upper_nets,
             border=border,
             limit=limit,
+            device=device,
+            precision=precision,
             progress=progress,
         )
     finally:
