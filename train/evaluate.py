@@ -208,10 +208,8 @@ def _engine_row(
         estimator = None
     if not nets.use_blur:
         blur = NOT_USED
-    elif truth_blur:
-        blur = "ground truth"
     else:
-        blur = f"estimated by {estimator_source}" if estimator is not None else "zero (no estimator)"
+        blur = "ground truth" if truth_blur else f"estimated by {estimator_source}"
     if not nets.use_semantics:
         semantics = NOT_USED
     else:
