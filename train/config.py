@@ -22,7 +22,7 @@ from typing import Any
 from cmosx.errors import UsageError
 
 STAGES = ("estimator", "sr", "blind")
-DATASETS = ("synthetic-bsr", "nyuv2-bsr", "cityscapes-bsr")
+DATASETS = ("synthetic-bsr", "photo-bsr", "nyuv2-bsr", "cityscapes-bsr")
 GIA_MODES = ("none", "F", "FC", "FCS")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -57,7 +57,10 @@ class TrainConfig:
     # augmentation
     flip: bool = True
     zoom_ratios: tuple[float, ...] = (1.0, 1.2, 1.5)
-    # synthetic-bsr streaming (ignored for on-disk datasets)
+    # photo-bsr: the folder of photos (its train split) and the share of procedural scenes mixed in
+    photos: str | None = None
+    procedural_share: float = 0.25
+    # synthetic-bsr / photo-bsr streaming (ignored for on-disk datasets)
     scene_size: tuple[int, int] = (480, 640)  # HR size each synthetic scene is rendered at, before the crop
     crops_per_scene: int = 1  # each rendered scene serves this many steps' crops (rendering is the CPU bottleneck)
     space_invariant_fraction: float = 0.25  # share of space-invariant samples (paper text: a quarter)
@@ -113,6 +116,11 @@ class TrainConfig:
             f"the crop {self.crop} does not fit in the synthetic scene size {self.scene_size}",
         )
         _check(self.crops_per_scene >= 1, "crops_per_scene must be >= 1")
+        _check(0.0 <= self.procedural_share <= 1.0, "procedural_share must be in [0, 1]")
+        _check(
+            self.dataset != "photo-bsr" or self.photos is not None or self.root is not None,
+            "photo-bsr needs --photos DIR (a folder of your own photos) or --root (a generated photo-bsr set)",
+        )
         _check(0.0 <= self.space_invariant_fraction <= 1.0, "space_invariant_fraction must be in [0, 1]")
         self.degradation()  # the LR noise / JPEG settings are checked where they are defined
         _check(self.threads is None or self.threads >= 1, "threads must be >= 1")

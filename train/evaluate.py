@@ -148,7 +148,8 @@ def _rows_for_sample(
     bins: _SigmaBins,
     device: torch.device,
 ) -> None:
-    from cmosx.models.rrdb_sft import grid_aligned_upsample, labels_to_probabilities, maps_to_lr
+    from cmosx.models.rrdb_sft import labels_to_probabilities, maps_to_lr
+    from cmosx.ops.grid import grid_upsample
 
     scale = model.spec.scale
     lr = sample["lr"].unsqueeze(0).to(device).contiguous(memory_format=torch.channels_last)
@@ -165,7 +166,7 @@ def _rows_for_sample(
         bins.add(name, out)
 
     score("bicubic", bicubic_upscale(lr, scale))
-    score("aligned bilinear", grid_aligned_upsample(lr, scale))
+    score("aligned bilinear", grid_upsample(lr, scale))
     probs = labels_to_probabilities(labels.unsqueeze(0), upper.num_classes).to(device)
     gt_blur_lr, gt_sem_lr = maps_to_lr(blur_gt.unsqueeze(0).to(device), probs, scale)
     if upper.sr is not None:

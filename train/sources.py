@@ -18,7 +18,7 @@ from cmosx.errors import DatasetError, UsageError
 from cmosx.train.config import TrainConfig
 
 # Classes and largest sigma of the paper's sets (kernel 21 -> sigma_max 5; kernel 61 -> 15).
-_SIGMA_MAX = {"synthetic-bsr": 5.0, "nyuv2-bsr": 5.0, "cityscapes-bsr": 15.0}
+_SIGMA_MAX = {"synthetic-bsr": 5.0, "photo-bsr": 5.0, "nyuv2-bsr": 5.0, "cityscapes-bsr": 15.0}
 SYNTHETIC_TEST_SIZE = (480, 640)
 SYNTHETIC_TEST_COUNT = 50  # images per synthetic test group rendered in memory (no --root)
 STREAM_LENGTH = 1 << 40  # "infinite" streaming dataset: sample k is scene k
@@ -32,6 +32,7 @@ class DataInfo:
     class_names: list[str]
     sigma_max: float
     streaming: bool  # a new sample for every index (no epochs, no shuffling needed)
+    record: dict[str, Any] | None = None  # what a run keeps about its data (RUN/data.json), e.g. photo splits
 
     @property
     def num_classes(self) -> int:
@@ -61,8 +62,8 @@ def ensure_dataset(name: str, root: str | Path | None, seed: int = 0, progress=N
     """
     if _has_dataset(root):
         return Path(root)
-    if name == "synthetic-bsr" or root is None:
-        if name != "synthetic-bsr":
+    if name in ("synthetic-bsr", "photo-bsr") or root is None:
+        if name not in ("synthetic-bsr", "photo-bsr"):
             raise DatasetError(
                 f"no --root given for {name}: pass the raw data folder (generated into <root>-bsr on first use) "
                 f"or a folder from 'cmosx dataset generate --dataset {name} --out DIR'"
@@ -103,6 +104,23 @@ def open_train_data(config: TrainConfig) -> tuple[Dataset, DataInfo]:
 
     degradation = config.degradation()
     fraction = 1.0 if config.space_invariant_only else config.space_invariant_fraction
+    if config.dataset == "photo-bsr":
+        from cmosx.train.data.photos import PhotoBSR
+
+        ds = PhotoBSR(
+            config.photos,
+            "train",
+            seed=config.seed,
+            size=config.scene_size,
+            length=STREAM_LENGTH,
+            space_invariant_fraction=fraction,
+            procedural_share=config.procedural_share,
+            degradation=degradation,
+        )
+        from cmosx.train.data.photos import describe_split
+
+        record = {"photos_folder": str(config.photos), "photos_by_split": describe_split(config.photos)}
+        return ds, DataInfo("photo-bsr", list(SYNTHETIC_CLASSES), _SIGMA_MAX["photo-bsr"], True, record)
     ds = SyntheticBSR(
         seed=config.seed,
         size=config.scene_size,

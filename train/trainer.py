@@ -44,6 +44,7 @@ from cmosx.train.checkpoint import (
 )
 from cmosx.train.config import TrainConfig
 from cmosx.train.runs import (
+    DATA_FILE,
     RUN_FILE,
     RunInfo,
     build_cmos,
@@ -218,7 +219,8 @@ def train(
     dataset: map-style items as in ``docs/interfaces.md``. ``streaming``: the dataset renders a new sample
     for every index (synthetic-bsr), so sample ``k`` is item ``k`` and the zoom augmentation is skipped (each
     scene is drawn at a random scale already); otherwise items are shuffled per epoch and zoomed by a ratio
-    from ``config.zoom_ratios`` (sigma multiplied by the ratio).
+    from ``config.zoom_ratios`` (sigma multiplied by the ratio, the LR re-rendered with the dataset's
+    ``degradation`` when it has one, else ``config.degradation()``).
     """
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -273,6 +275,8 @@ def train(
         scale=info.spec.scale,
         flip=config.flip,
         zoom_ratios=(1.0,) if streaming else config.zoom_ratios,
+        # zooms re-render the LR: with the degradation a stored set records, else the run's own settings
+        degradation=getattr(dataset, "degradation", None) or config.degradation(),
         keep=keep,
         shuffle=not streaming,
         crops_per_item=config.crops_per_scene if streaming else 1,
@@ -415,10 +419,13 @@ def run_training(
     device: str = "auto",
     command: str = "",
 ) -> TrainResult:
-    """Open the config's dataset (streamed synthetic-bsr or a folder from ``--root``) and :func:`train`."""
+    """Open the config's dataset (streamed synthetic-bsr / photo-bsr or a folder from ``--root``) and
+    :func:`train`; what the dataset records about itself (the photo splits) goes to ``RUN/data.json``."""
     from cmosx.train.sources import open_train_data
 
     dataset, info = open_train_data(config)
+    if info.record is not None and int(os.environ.get("RANK", "0")) == 0:
+        write_json_atomic(Path(run_dir) / DATA_FILE, info.record)  # e.g. which photos are train / val / test
     try:
         return train(
             config,

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
 @report_errors
 def train_command(
-    dataset: Annotated[str, typer.Option("--dataset", help="synthetic-bsr | nyuv2-bsr | cityscapes-bsr")],
+    dataset: Annotated[str, typer.Option("--dataset", help="synthetic-bsr | photo-bsr | nyuv2-bsr | cityscapes-bsr")],
     stage: Annotated[str, typer.Option("--stage", help="estimator (CMOS) | sr (RRDB-SFT, GT maps) | blind")],
     spec: Annotated[Optional[str], typer.Option("--spec", help="Model size: tiny | lite | paper.")] = None,
     root: Annotated[
@@ -73,6 +73,14 @@ def train_command(
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes.")] = None,
     checkpoint_every: Annotated[
         Optional[int], typer.Option("--checkpoint-every", help="Steps between checkpoints.")
+    ] = None,
+    photos: Annotated[
+        Optional[Path],
+        typer.Option("--photos", help="photo-bsr: a folder of your photos (recursive); its train split is used."),
+    ] = None,
+    procedural_share: Annotated[
+        Optional[float],
+        typer.Option("--procedural-share", help="photo-bsr: share of procedural scenes mixed in (0.25)."),
     ] = None,
     scene_size: Annotated[
         Optional[str], typer.Option("--scene-size", help="synthetic-bsr: HxW each scene is rendered at.")
@@ -129,6 +137,8 @@ def train_command(
         threads=threads,
         num_workers=workers,
         checkpoint_every=checkpoint_every,
+        photos=str(photos) if photos else None,
+        procedural_share=procedural_share,
         scene_size=parse_crop(scene_size) if scene_size else None,
         crops_per_scene=crops_per_scene,
         lr_noise=lr_noise,
