@@ -221,8 +221,10 @@ class PhotoBSR(Dataset):
         s = self.degradation.scale
         if size[0] % s or size[1] % s:
             raise UsageError(f"photo scene size {size} must be multiples of {s}")
-        for name, value in (("space_invariant_fraction", space_invariant_fraction), ("procedural_share",
-                                                                                     procedural_share)):
+        for name, value in (
+            ("space_invariant_fraction", space_invariant_fraction),
+            ("procedural_share", procedural_share),
+        ):
             if not 0.0 <= value <= 1.0:
                 raise UsageError(f"{name} must be in [0, 1], got {value}")
         self.photos = PhotoFolder(folder, split) if procedural_share < 1.0 else None
