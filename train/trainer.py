@@ -414,8 +414,12 @@ def run_training(
     progress: Callable[[StepReport], None] | None = None,
     device: str = "auto",
     command: str = "",
+    keep_process_group: bool = False,
 ) -> TrainResult:
-    """Open the config's dataset (streamed synthetic-bsr or a folder from ``--root``) and :func:`train`."""
+    """Open the config's dataset (streamed synthetic-bsr or a folder from ``--root``) and :func:`train`.
+
+    Under torchrun the process group is left at the end unless ``keep_process_group`` (more stages follow).
+    """
     from cmosx.train.sources import open_train_data
 
     dataset, info = open_train_data(config)
@@ -434,8 +438,8 @@ def run_training(
             command=command,
         )
     finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()  # a clean exit under torchrun
+        if not keep_process_group:
+            dist_utils.shutdown_env()  # a clean exit under torchrun
 
 
 def _save(run_dir, step, stage, optimizer, scheduler, scaler, config, ctx) -> None:
