@@ -221,6 +221,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+RESUME_MAY_CHANGE = ("steps", "extra", "num_workers")  # what --resume may change (--steps extends a run)
+
+
+def resume_differences(config: TrainConfig, saved: TrainConfig) -> list[str]:
+    """The settings of ``config`` that differ from the run it would resume (other than RESUME_MAY_CHANGE)."""
+    mine, theirs = config.to_dict(), saved.to_dict()
+    return sorted(k for k in mine if k not in RESUME_MAY_CHANGE and mine[k] != theirs.get(k))
 
 
 def make_config(stage: str, preset: str = "cpu", **overrides: Any) -> TrainConfig:

@@ -53,6 +53,7 @@ RECIPE = (
     RecipeStep("baseline", "sr", "blur-unaware SR baseline", (("unconditioned", True),)),
     RecipeStep("blind", "blind", "blind SR on the frozen estimator"),
 )
+RECIPE_NAMES = tuple(step.name for step in RECIPE)
 ESTIMATOR_ONLY = ("single_task", "no_aux", "blur_weight", "seg_weight", "aux_blur_weight", "aux_seg_weight")
 SR_ONLY = ("semantics_in_sr", "pixel_loss")
 RECIPE_SETS = ("estimator", "init", "unconditioned", "stage", "preset")  # the recipe sets these itself
@@ -228,7 +229,7 @@ def run_recipe(
     ``eval_images``: images per test group for the model card's evaluation (0: none).
     """
     from cmosx.train import distributed as dist_utils
-    from cmosx.train.trainer import run_training
+    from cmosx.train.trainer import check_resumable, run_training
 
     out = Path(out)
     progress = progress or RecipeProgress()
@@ -236,6 +237,10 @@ def run_recipe(
         raise UsageError(f"{out}: holds a recipe already; pass --resume to continue it, or another --out")
     main = dist_utils.env_rank() == 0
     saved = read_recipe(out) if resume and (out / RECIPE_FILE).is_file() else None
+    if resume:  # every step, before anything is written: a refused resume leaves the folder as it was
+        for planned in plan:
+            if (planned.run_dir / RUN_FILE).is_file():
+                check_resumable(planned.run_dir, planned.config)
     done: dict[str, StepSummary] = {}
     if saved is not None:
         for planned in plan:

@@ -37,12 +37,13 @@ from cmosx.train.checkpoint import (
     capture_rng_state,
     checkpoint_path,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
     restore_rng_state,
     save_checkpoint,
 )
-from cmosx.train.config import TrainConfig
+from cmosx.train.config import TrainConfig, resume_differences
 from cmosx.train.runs import (
     RUN_FILE,
     RunInfo,
@@ -168,17 +169,23 @@ def build_stage(
     return stage, info
 
 
+def check_resumable(run_dir: Path, config: TrainConfig) -> None:
+    """UsageError if ``config`` cannot continue the run in ``run_dir`` (other settings, or fewer steps than done)."""
+    differing = resume_differences(config, read_run_info(run_dir).config)
+    if differing:
+        raise UsageError(f"{run_dir}: --resume with different settings ({', '.join(differing)}) than the run")
+    done = max((step for step, _ in list_checkpoints(run_dir)), default=0)
+    if done > config.steps:
+        raise UsageError(f"{run_dir}: the run is at step {done} already; --steps {config.steps} would go back")
+
+
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> Path | None:
     """Checks before training; returns the checkpoint to resume from (None for a fresh run)."""
     ckpt = latest_checkpoint(run_dir)
     if resume:
         if ckpt is None:
             return None  # nothing saved yet: start from scratch
-        saved = read_run_info(run_dir).config
-        mine, theirs = config.to_dict(), saved.to_dict()
-        differing = sorted(k for k in mine if k not in ("steps", "extra", "num_workers") and mine[k] != theirs.get(k))
-        if differing:
-            raise UsageError(f"{run_dir}: --resume with different settings ({', '.join(differing)}) than the run")
+        check_resumable(run_dir, config)
         return ckpt
     if ckpt is not None:
         raise UsageError(f"{run_dir}: the run folder already has checkpoints; pass --resume or another --out")
