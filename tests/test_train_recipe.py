@@ -163,7 +163,7 @@ def test_read_only_raw_data_generates_into_the_cache_and_says_so(tmp_path, monke
             folder.chmod(0o755)
 
 
-class _Killed(Exception):
+class _KilledError(Exception):
     pass
 
 
@@ -173,11 +173,11 @@ class _KillAt(recipe.RecipeProgress):
 
     def step_started(self, index, planned, start_step):
         if planned.step.name == self.before:
-            raise _Killed("between steps")
+            raise _KilledError("between steps")
 
     def trained(self, planned, report):
         if planned.step.name == self.step_name and report.step == self.at_step:
-            raise _Killed("inside a step")
+            raise _KilledError("inside a step")
 
 
 COMMON = dict(
@@ -197,16 +197,16 @@ def test_resume_after_kills_between_and_inside_steps_gives_the_uninterrupted_mod
     real_validate = recipe.validate_step
 
     def killed_validation(planned, *args, **kwargs):  # trained to its end, not yet recorded as finished
-        raise _Killed("during validation")
+        raise _KilledError("during validation")
 
     monkeypatch.setattr(recipe, "validate_step", killed_validation)
-    with pytest.raises(_Killed):
+    with pytest.raises(_KilledError):
         _run(out)
     monkeypatch.setattr(recipe, "validate_step", real_validate)
-    with pytest.raises(_Killed):
+    with pytest.raises(_KilledError):
         _run(out, resume=True, progress=_KillAt("sr", 3))  # after the sr checkpoint at step 2
     assert recipe.read_recipe(out)["steps"]["estimator"]["finished"]["steps"] == 3
-    with pytest.raises(_Killed):
+    with pytest.raises(_KilledError):
         _run(out, resume=True, progress=_KillAt(before="blind"))
     record = recipe.read_recipe(out)["steps"]
     assert record["baseline"]["finished"] is not None and record["blind"]["finished"] is None
