@@ -279,3 +279,19 @@ def test_two_gloo_ranks_generate_the_bsr_set_once_then_train(tmp_path):
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert reports[0] == reports[1] == {"folder": str(tmp_path / "cityscapes-bsr"), "final_step": 2}
     assert (tmp_path / "est" / "checkpoints" / "step-00000002.safetensors").is_file()
+
+
+def test_options_that_belong_to_single_stages_are_usage_errors(tmp_path):
+    base = ["train", "--dataset", "synthetic-bsr", *TINY, "--out", tmp_path / "o"]
+    for extra, message in (
+        (["--export", "m"], "exports to OUT/model"),
+        (["--unconditioned"], "sets unconditioned itself"),
+        (["--init", "x"], "sets init itself"),
+        (["--stage", "sr", "--blind-steps", "3"], "--blind-steps: for the blind stage"),
+        (["--preset", "gpu"], "unknown preset"),
+    ):
+        result = _invoke(*base, *extra)
+        assert result.exit_code == 2 and message in result.output, (extra, result.output)
+    assert not (tmp_path / "o").exists()
+    help_text = _invoke("train", "--help").output
+    assert "2+ cores" in help_text and "large GPU" in help_text and "--estimator-steps" in help_text
