@@ -81,12 +81,12 @@ def train_command(
         Optional[int], typer.Option("--sr-steps", help="Steps of the SR stage (upper bound and baseline alike).")
     ] = None,
     blind_steps: Annotated[Optional[int], typer.Option("--blind-steps", help="Steps of the blind stage.")] = None,
-    estimator_batch_size: Annotated[Optional[int], typer.Option("--estimator-batch-size")] = None,
-    sr_batch_size: Annotated[Optional[int], typer.Option("--sr-batch-size")] = None,
-    blind_batch_size: Annotated[Optional[int], typer.Option("--blind-batch-size")] = None,
-    estimator_lr: Annotated[Optional[float], typer.Option("--estimator-lr")] = None,
-    sr_lr: Annotated[Optional[float], typer.Option("--sr-lr")] = None,
-    blind_lr: Annotated[Optional[float], typer.Option("--blind-lr")] = None,
+    estimator_batch_size: Annotated[Optional[int], typer.Option("--estimator-batch-size", help="Batch.")] = None,
+    sr_batch_size: Annotated[Optional[int], typer.Option("--sr-batch-size", help="Batch.")] = None,
+    blind_batch_size: Annotated[Optional[int], typer.Option("--blind-batch-size", help="Batch.")] = None,
+    estimator_lr: Annotated[Optional[float], typer.Option("--estimator-lr", help="Its peak learning rate.")] = None,
+    sr_lr: Annotated[Optional[float], typer.Option("--sr-lr", help="Its peak learning rate.")] = None,
+    blind_lr: Annotated[Optional[float], typer.Option("--blind-lr", help="Its peak learning rate.")] = None,
     warmup: Annotated[Optional[int], typer.Option("--warmup", help="Warm-up steps.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of weights, data and augmentation.")] = None,
     estimator: Annotated[
