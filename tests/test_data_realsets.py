@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from scipy.io import savemat
 
-from cmosx.errors import DatasetError
+from cmosx.errors import DatasetError, UsageError
 from cmosx.train.data import open_dataset
 from cmosx.train.data.cityscapes import CityscapesSource, fill_holes
 from cmosx.train.data.generate import generate_dataset
@@ -184,8 +184,11 @@ def test_fill_holes_keeps_valid_values():
     assert float(filled[~valid].min()) >= float(values.min()) and float(filled[~valid].max()) <= float(values.max())
 
 
-def test_training_generates_a_missing_real_set_from_raw_data(nyu_root):
+def test_training_generates_a_missing_real_set_from_raw_data(nyu_root, tmp_path, monkeypatch):
     from cmosx.train.sources import ensure_dataset, generated_folder, open_test_group
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("CMOSX_DATA", raising=False)
 
     root = nyu_root[0]
     folder = ensure_dataset("nyuv2-bsr", root)
@@ -193,5 +196,5 @@ def test_training_generates_a_missing_real_set_from_raw_data(nyu_root):
     assert ensure_dataset("nyuv2-bsr", folder) == folder  # a generated folder is used as it is
     test_group, info = open_test_group("nyuv2-bsr", root, 3)
     assert len(test_group) == 2 and info.sigma_max == 5.0 and len(info.class_names) == 40
-    with pytest.raises(DatasetError, match="no --root"):
+    with pytest.raises(UsageError, match="leftImg8bit"):  # not in the default place under the (empty) cache
         ensure_dataset("cityscapes-bsr", None)

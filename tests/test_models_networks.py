@@ -10,8 +10,9 @@ from cmosx.errors import ModelError, UsageError
 from cmosx.models.blind import BlindSR
 from cmosx.models.cmos import CMOS
 from cmosx.models.descriptor import describe
-from cmosx.models.rrdb_sft import RRDBSFT, grid_aligned_upsample, labels_to_probabilities, maps_to_lr
+from cmosx.models.rrdb_sft import RRDBSFT, labels_to_probabilities, maps_to_lr
 from cmosx.models.specs import GIA_MODES, SPECS, GIASpec, get_spec, spec_from_dict, spec_to_dict
+from cmosx.ops.grid import grid_upsample
 
 TINY = SPECS["tiny"]
 NUM_CLASSES = 5
@@ -197,12 +198,12 @@ def test_specs_round_trip_through_dicts_and_reject_bad_ones():
 def test_grid_aligned_upsample_puts_hr_pixel_4i_on_lr_pixel_i():
     """Direct subsampling of a linear ramp, upsampled again, gives the ramp back (bar the replicated edge)."""
     ramp = torch.arange(40.0).view(1, 1, 40, 1) * 0.3 + torch.arange(48.0).view(1, 1, 1, 48) * 0.1
-    up = grid_aligned_upsample(ramp[..., ::4, ::4], 4)
+    up = grid_upsample(ramp[..., ::4, ::4], 4)
     assert up.shape == ramp.shape
     torch.testing.assert_close(up[..., :37, :45], ramp[..., :37, :45])
     assert (up[..., 37:, :] - ramp[..., 37:, :]).abs().max() > 0.1  # the last cell is replicated, not extrapolated
     flat = torch.full((2, 3, 5, 7), 0.25)
-    torch.testing.assert_close(grid_aligned_upsample(flat, 4), torch.full((2, 3, 20, 28), 0.25))
+    torch.testing.assert_close(grid_upsample(flat, 4), torch.full((2, 3, 20, 28), 0.25))
 
 
 def test_residual_sr_adds_its_correction_to_the_aligned_upsample():
@@ -211,10 +212,10 @@ def test_residual_sr_adds_its_correction_to_the_aligned_upsample():
     blur, sem = torch.rand(1, 1, 12, 14) * 5, torch.softmax(torch.randn(1, NUM_CLASSES, 12, 14), 1)
     with torch.no_grad():
         start = model.sr(lr, blur, sem)
-        assert (start - grid_aligned_upsample(lr, 4)).abs().mean() < 0.05  # starts near the skip path
+        assert (start - grid_upsample(lr, 4)).abs().mean() < 0.05  # starts near the skip path
         model.sr.upsample.weight.zero_()
         model.sr.upsample.bias.zero_()
-        torch.testing.assert_close(model.sr(lr, blur, sem), grid_aligned_upsample(lr, 4))
+        torch.testing.assert_close(model.sr(lr, blur, sem), grid_upsample(lr, 4))
 
 
 def test_older_specs_without_the_residual_field_load_as_the_paper_network():
@@ -234,7 +235,8 @@ def test_labels_to_probabilities_and_maps_to_lr():
     assert probs[0, :, 1, 0].sum() == 0 and probs[0, 2, 0, 1] == 1
     blur = torch.arange(16.0).reshape(1, 1, 4, 4)
     blur_lr, sem_lr = maps_to_lr(blur, labels_to_probabilities(torch.zeros(1, 4, 4, dtype=torch.int64), 3), 4)
-    assert blur_lr.item() == pytest.approx(7.5) and sem_lr[0, 0].item() == 1.0
+    # the 5 x 5 window centred on HR (0, 0), borders replicated: rows and columns 0, 0, 0, 1, 2
+    assert blur_lr.item() == pytest.approx(4 * 0.6 + 0.6) and sem_lr[0, 0].item() == 1.0
 
 
 def test_fold_batchnorm_matches_and_removes_every_batchnorm():

@@ -130,6 +130,7 @@ def _textured_sample(unlabelled: bool = False) -> dict:
 def test_rows_run_the_engine_with_the_maps_their_conditioning_asks_for():
     """Each network row is what the engine's Upscaler gives; the baseline is the SR network fed zero maps."""
     from cmosx.engine.pipeline import Upscaler
+    from cmosx.ops.grid import grid_downsample
     from cmosx.train.eval_engine import engine_model
     from cmosx.train.metrics import sr_psnr_ssim_y
 
@@ -148,7 +149,7 @@ def test_rows_run_the_engine_with_the_maps_their_conditioning_asks_for():
     blind = Upscaler(engine_model(model, model.cmos, "m"), device="cpu", precision="fp32").upscale(lr)
     assert report.rows["model"]["1"]["psnr_y"] == pytest.approx(psnr(blind.image), abs=1e-9)
     with_truth = Upscaler(engine_model(upper, model.cmos, "u"), device="cpu", precision="fp32")
-    truth = with_truth.upscale(lr, blur_override=sample["blur"])
+    truth = with_truth.upscale(lr, blur_override=grid_downsample(sample["blur"][None], 4)[0])
     assert report.rows["upper bound"]["1"]["psnr_y"] == pytest.approx(psnr(truth.image), abs=1e-9)
     assert psnr(truth.image) != pytest.approx(psnr(with_truth.upscale(lr).image), abs=1e-3)  # the blur is read
     unconditioned = engine_model(baseline, None, "b")

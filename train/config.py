@@ -6,8 +6,13 @@ Presets (``PRESETS[preset][stage]``):
   batch 8, whole 480 x 640 HR images, 700 epochs of NYUv2's 795 images with 10 warm-up epochs; sr lr 2e-4,
   batch 16, HR crops 192; blind lr 5e-5, batch 4, whole images. The step counts of stages 2 and 3 are not
   published; we use the estimator's count.
-- ``cpu``: the same recipe sized for a CPU (small crops and batches, fewer steps; synthetic scenes rendered
-  at 240 x 320 and reused for 4 steps' crops).
+- ``cpu``: the same recipe sized for a 2-core CPU (batch 8 of 192 x 192 crops, fewer steps, one torch thread;
+  ``--workers 1`` renders data on a second core); synthetic scenes rendered at 240 x 320 and reused for 4
+  steps' crops.
+
+``cmosx train`` without ``--stage`` runs the whole recipe (:mod:`cmosx.train.recipe`): the estimator, the sr
+stage twice (upper bound on ground-truth maps, and the blur-unaware baseline) and the blind stage, each with
+its stage's preset schedule.
 
 Unknown option names are a :class:`~cmosx.errors.UsageError`, as are values out of range.
 """
@@ -22,7 +27,7 @@ from typing import Any
 from cmosx.errors import UsageError
 
 STAGES = ("estimator", "sr", "blind")
-DATASETS = ("synthetic-bsr", "nyuv2-bsr", "cityscapes-bsr")
+DATASETS = ("synthetic-bsr", "photo-bsr", "nyuv2-bsr", "cityscapes-bsr")
 GIA_MODES = ("none", "F", "FC", "FCS")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -57,7 +62,10 @@ class TrainConfig:
     # augmentation
     flip: bool = True
     zoom_ratios: tuple[float, ...] = (1.0, 1.2, 1.5)
-    # synthetic-bsr streaming (ignored for on-disk datasets)
+    # photo-bsr: the folder of photos (its train split) and the share of procedural scenes mixed in
+    photos: str | None = None
+    procedural_share: float = 0.25
+    # synthetic-bsr / photo-bsr streaming (ignored for on-disk datasets)
     scene_size: tuple[int, int] = (480, 640)  # HR size each synthetic scene is rendered at, before the crop
     crops_per_scene: int = 1  # each rendered scene serves this many steps' crops (rendering is the CPU bottleneck)
     space_invariant_fraction: float = 0.25  # share of space-invariant samples (paper text: a quarter)
@@ -113,6 +121,11 @@ class TrainConfig:
             f"the crop {self.crop} does not fit in the synthetic scene size {self.scene_size}",
         )
         _check(self.crops_per_scene >= 1, "crops_per_scene must be >= 1")
+        _check(0.0 <= self.procedural_share <= 1.0, "procedural_share must be in [0, 1]")
+        _check(
+            self.dataset != "photo-bsr" or self.photos is not None or self.root is not None,
+            "photo-bsr needs --photos DIR (a folder of your own photos) or --root (a generated photo-bsr set)",
+        )
         _check(0.0 <= self.space_invariant_fraction <= 1.0, "space_invariant_fraction must be in [0, 1]")
         self.degradation()  # the LR noise / JPEG settings are checked where they are defined
         _check(self.threads is None or self.threads >= 1, "threads must be >= 1")
@@ -166,7 +179,16 @@ _PAPER_WARMUP = 10 * 795 // 8
 # CPU: synthetic scenes rendered at 240 x 320 and each reused for 4 steps' crops (rendering costs more
 # than a lite training step on these CPUs). Batch 8 of 192 x 192 moved ~4x more pixels per second than
 # batch 4 of 96 x 96 here (small convolutions are overhead-bound).
-_CPU_DATA: dict[str, Any] = dict(scene_size=(240, 320), crops_per_scene=4)
+# One torch thread, as the bundled model's CPU rounds (more threads on busy cores measured up to 10x slower);
+# `--workers 1` renders the data on a second core.
+_CPU_DATA: dict[str, Any] = dict(scene_size=(240, 320), crops_per_scene=4, threads=1)
+
+# What each preset assumes (shown by ``cmosx train --help`` and in the docs).
+PRESET_HARDWARE = {
+    "cpu": "a CPU of 2+ cores (1 torch thread, batch 8 of 192 x 192 HR crops; add --workers 1)",
+    "paper": "one large GPU (estimator 8 whole 480 x 640 images a batch, sr 16 crops of 192, blind 4 whole images;"
+    " pass --device cuda)",
+}
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
@@ -209,6 +231,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+RESUME_MAY_CHANGE = ("steps", "extra", "num_workers")  # what --resume may change (--steps extends a run)
+
+
+def resume_differences(config: TrainConfig, saved: TrainConfig) -> list[str]:
+    """The settings of ``config`` that differ from the run it would resume (other than RESUME_MAY_CHANGE)."""
+    mine, theirs = config.to_dict(), saved.to_dict()
+    return sorted(k for k in mine if k not in RESUME_MAY_CHANGE and mine[k] != theirs.get(k))
 
 
 def make_config(stage: str, preset: str = "cpu", **overrides: Any) -> TrainConfig:

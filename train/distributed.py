@@ -46,11 +46,22 @@ def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     return chosen
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun set it (0 without torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def env_local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_from_env(device: str = "auto") -> DistContext:
     """Join the process group described by torchrun's environment variables (if any)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world_size, rank, local_rank = env_world_size(), env_rank(), env_local_rank()
     chosen = pick_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if chosen.type == "cuda" else "gloo"
@@ -100,4 +111,10 @@ def barrier(ctx: DistContext) -> None:
 
 def shutdown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shutdown_env() -> None:
+    """Leave the process group if this process joined one (a clean exit under torchrun)."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

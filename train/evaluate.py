@@ -13,9 +13,10 @@ users get. Rows:
   switches off fed as zeros (the engine then estimates nothing for it);
 - ``model``: CMOS blind SR as ``cmosx upscale`` runs it, plus blur-map PSNR/SSIM and mIoU of the
   estimates it was conditioned on (LR maps placed on the HR grid by
-  :func:`cmosx.models.rrdb_sft.grid_aligned_upsample`);
+  :func:`cmosx.ops.grid.grid_upsample`);
 - ``upper bound``: an SR network (by default the model's ``upper`` companion, trained on ground-truth
-  maps) given the ground-truth blur map through the engine's ``blur_override``. The engine takes no
+  maps) given the ground-truth blur map, taken to the LR grid as training does
+  (:func:`cmosx.ops.grid.grid_downsample`), through the engine's ``blur_override``. The engine takes no
   semantic map from outside, so its semantics are the model's CMOS estimate; ``maps`` in the report
   says, per row, which maps each network was fed.
 
@@ -44,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmosx.errors import UsageError
+from cmosx.ops.grid import grid_downsample, grid_upsample
 from cmosx.train.eval_engine import engine_model
 from cmosx.train.metrics import (
     IGNORE_INDEX,
@@ -206,14 +208,9 @@ def _engine_row(
     reads_estimate = nets.use_semantics or (nets.use_blur and not truth_blur)
     if not reads_estimate:
         estimator = None
-    if not nets.use_blur:
-        blur = NOT_USED
-    else:
-        blur = "ground truth" if truth_blur else f"estimated by {estimator_source}"
-    if not nets.use_semantics:
-        semantics = NOT_USED
-    else:
-        semantics = f"estimated by {estimator_source}" if estimator is not None else "uniform (no estimator)"
+    estimated = f"estimated by {estimator_source}"
+    blur = ("ground truth" if truth_blur else estimated) if nets.use_blur else NOT_USED
+    semantics = (estimated if estimator is not None else "uniform (no estimator)") if nets.use_semantics else NOT_USED
     upscaler = Upscaler(engine_model(nets, estimator, name), device=device, precision=precision)
     return _EngineRow(name, upscaler, truth_blur, {"blur": blur, "semantics": semantics}, name == "model")
 
@@ -251,16 +248,14 @@ def _score(name: str, out: Tensor, hr: Tensor, border: int, acc: _Accumulator, b
 
 def _score_maps(result: Any, blur_gt: Tensor, labels: Tensor, sigma_max: float, scale: int, acc: _Accumulator) -> None:
     """Blur-map PSNR/SSIM and the confusion matrix of the engine's LR maps, placed on the HR grid."""
-    from cmosx.models.rrdb_sft import grid_aligned_upsample
-
-    blur_hr = grid_aligned_upsample(result.blur_lr[None], scale)[0]
+    blur_hr = grid_upsample(result.blur_lr[None], scale)[0]
     bp, bs = blur_psnr_ssim(blur_hr, blur_gt, sigma_max)
     acc.add("blur_psnr", bp)
     acc.add("blur_ssim", bs)
     acc.scores_semantics = True
     if bool((labels != IGNORE_INDEX).any()):
         acc.labelled += 1
-        acc.confusion.update(grid_aligned_upsample(result.semantic_lr[None], scale)[0].argmax(0), labels)
+        acc.confusion.update(grid_upsample(result.semantic_lr[None], scale)[0].argmax(0), labels)
 
 
 def _evaluate_sample(
@@ -273,11 +268,12 @@ def _evaluate_sample(
     bins: _SigmaBins,
 ) -> None:
     lr, hr, blur_gt, labels = sample["lr"].float(), sample["hr"].float(), sample["blur"].float(), sample["labels"]
+    truth_lr = grid_downsample(blur_gt[None], scale)[0]  # the ground-truth blur on the LR grid
     bins.set_image(blur_gt, hr)
     _score("bicubic", bicubic_upscale(lr[None], scale)[0], hr, border, accs["bicubic"], bins)
     _score("aligned cubic", aligned_cubic_upscale(lr[None], scale)[0], hr, border, accs["aligned cubic"], bins)
     for row in rows:
-        result = row.upscaler.upscale(lr, blur_override=blur_gt if row.truth_blur else None)
+        result = row.upscaler.upscale(lr, blur_override=truth_lr if row.truth_blur else None)
         _score(row.name, result.image, hr, border, accs[row.name], bins)
         if row.scores_maps:
             _score_maps(result, blur_gt, labels, sigma_max, scale, accs[row.name])

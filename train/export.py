@@ -135,18 +135,8 @@ def export_run(
         raise ModelError(f"{run_dir}: the checkpoint lacks the CMOS or the SR network")
     extra = {role: _companion_networks(role, ref, nets) for role, ref in (companions or {}).items()}
     if metrics is None and eval_images > 0:
-        from cmosx.train.evaluate import evaluate
-        from cmosx.train.sources import open_test_group
-
-        groups = {g: open_test_group(info.config.dataset, info.config.root, g)[0] for g in (1, 2, 3, 4, 5)}
-        upper = extra.get("upper") or (load_networks(nets.sr_stage_source) if nets.sr_stage_source else nets)
-        report = evaluate(
-            nets,
-            groups,
-            dataset_name=info.config.dataset,
-            upper=upper,
-            baseline=extra.get("baseline"),
-            limit=eval_images,
+        report = evaluate_for_card(
+            nets, info.config, upper=extra.get("upper"), baseline=extra.get("baseline"), eval_images=eval_images
         )
         metrics = report.to_dict()
     bundled = "/" not in dest and "\\" not in dest and not dest.startswith(".")
@@ -199,6 +189,36 @@ def export_run(
             make_default = not any(m.is_default for m in bundled_models())
         register_bundled(name, weights.name, config.name, default=make_default)
     return Exported(weights=weights, config=config, sha256=sha, metrics=metrics or {})
+
+
+def evaluate_for_card(
+    nets,
+    config,
+    *,
+    upper=None,
+    baseline=None,
+    eval_images: int = 20,
+    device: str | torch.device = "cpu",
+    progress=None,
+):
+    """The model card's evaluation (an ``EvalReport``): ``eval_images`` images of each of the 5 test groups of
+    the run's dataset (``config.dataset`` / ``config.root``). ``upper`` defaults to the sr run the blind
+    stage was initialised from, when that is known, else the model's own SR network (on ground-truth blur)."""
+    from cmosx.train.evaluate import evaluate
+    from cmosx.train.sources import open_test_group
+
+    groups = {g: open_test_group(config.dataset, config.root, g)[0] for g in (1, 2, 3, 4, 5)}
+    upper = upper or (load_networks(nets.sr_stage_source) if nets.sr_stage_source else nets)
+    return evaluate(
+        nets,
+        groups,
+        dataset_name=config.dataset,
+        upper=upper,
+        baseline=baseline,
+        limit=eval_images,
+        device=device,
+        progress=progress,
+    )
 
 
 def _companion_networks(role: str, ref: str | Path, model):

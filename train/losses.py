@@ -1,7 +1,8 @@
 """Loss functions of the three training stages (technical notes sections 1 and 5).
 
 - estimator: ``w_blur L1(blur) + w_seg CE(logits) + w_aux_blur L1(aux blur) + w_aux_seg CE(aux logits)``;
-  predictions are upsampled bilinearly to HR and compared with the HR ground truth, CE ignores 255.
+  predictions are upsampled bilinearly to HR on the subsampling grid (LR pixel i on HR pixel 4i) and
+  compared with the HR ground truth, CE ignores 255.
 - sr and blind: L1 (the paper's loss) or, with ``--pixel-loss l2``, MSE between the SR output and the HR
   image (MSE is what PSNR measures).
 """
@@ -12,14 +13,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cmosx.errors import UsageError
+from cmosx.ops.grid import grid_upsample
 from cmosx.train.metrics import IGNORE_INDEX
 
 
 def upsample_to(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize of a ``B x C x h x w`` map to ``size`` (HR)."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    """Bilinear upsampling of a ``B x C x h x w`` LR map to the HR ``size`` (an integer multiple) on the
+    pixel grid of direct subsampling: LR pixel ``i`` lands on HR pixel ``s*i`` (:func:`grid_upsample`)."""
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
         return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    scale = size[0] // h
+    if size[0] != scale * h or size[1] != scale * w:
+        raise UsageError(f"an LR map of {h}x{w} does not upsample to {size[0]}x{size[1]} by a whole scale")
+    return grid_upsample(x, scale)
 
 
 def blur_l1(pred_lr: Tensor, target_hr: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ from cmosx.train.checkpoint import latest_checkpoint, load_checkpoint
 from cmosx.train.config import TrainConfig
 
 RUN_FILE = "run.json"
+DATA_FILE = "data.json"  # what the dataset records about itself (photo-bsr: the photos of each split)
 COMPANION_ROLES = ("upper", "baseline")  # a model's companion SR networks (cmosx.models.weights_io)
 
 

@@ -1,8 +1,9 @@
 """Training samples as a pure function of (seed, global sample number): resumable and DDP-shardable.
 
 Sample ``k`` of a run is: dataset item ``perm_e[k mod N]`` with ``perm_e`` a seeded permutation of epoch
-``e = k // N``, then augmented (zoom, crop, flip) with a generator seeded from ``(seed, k)``. The batch of
-optimizer step ``s`` on rank ``r`` of ``W`` holds samples ``(s W + r) b ... (s W + r) b + b - 1``. Nothing
+``e = k // N``, then augmented on the pixel grid (zoom, flip, crop: :mod:`cmosx.train.data.augment`) with
+generators seeded from ``(seed, k)``. The batch of optimizer step ``s`` on rank ``r`` of ``W`` holds samples
+``(s W + r) b ... (s W + r) b + b - 1``. Nothing
 depends on what ran before, so the data order and augmentation of a resumed run equal those of an
 uninterrupted one, and ranks never see the same sample. For rendered (streamed) data, ``crops_per_item``
 lets several consecutive steps cut fresh crops from the same items. A memo avoids rendering them again
@@ -15,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from cmosx.errors import DatasetError
+from cmosx.train.data.augment import augment
+from cmosx.train.data.degrade import Degradation
 
 _MASK63 = (1 << 63) - 1
 
@@ -34,59 +37,6 @@ def mix_seed(*values: int) -> int:
     return x & _MASK63
 
 
-def hflip(sample: dict[str, Any]) -> dict[str, Any]:
-    """Mirror every image-like tensor left-right (blur and labels move with the pixels)."""
-    out = dict(sample)
-    for key in ("hr", "lr", "blur", "labels"):
-        out[key] = sample[key].flip(-1)
-    return out
-
-
-def random_crop(sample: dict[str, Any], crop: tuple[int, int], scale: int, gen: torch.Generator) -> dict[str, Any]:
-    """Crop ``crop`` HR pixels (and the matching LR pixels) at an LR-aligned random position."""
-    ch, cw = crop
-    H, W = sample["hr"].shape[-2:]
-    if ch > H or cw > W:
-        raise DatasetError(f"sample {sample.get('name', '?')}: {H} x {W} is smaller than the crop {ch} x {cw}")
-    lr_h, lr_w = ch // scale, cw // scale
-    y = int(torch.randint(0, (H - ch) // scale + 1, (1,), generator=gen)) * scale
-    x = int(torch.randint(0, (W - cw) // scale + 1, (1,), generator=gen)) * scale
-    out = dict(sample)
-    out["hr"] = sample["hr"][..., y : y + ch, x : x + cw]
-    out["blur"] = sample["blur"][..., y : y + ch, x : x + cw]
-    out["labels"] = sample["labels"][..., y : y + ch, x : x + cw]
-    out["lr"] = sample["lr"][..., y // scale : y // scale + lr_h, x // scale : x // scale + lr_w]
-    return out
-
-
-def zoom_sample(sample: dict[str, Any], ratio: float, scale: int = 4) -> dict[str, Any]:
-    """Enlarge a sample by ``ratio`` (>= 1), physically consistently: sigma (HR px) is multiplied by ratio.
-
-    HR and LR images are resized bicubically (the LR stands for the degraded view of the enlarged scene;
-    exact for the blur, approximate for the LR sampling), the sigma map bilinearly then times ``ratio``,
-    labels by nearest neighbour. Sizes stay multiples of ``scale``.
-    """
-    H, W = sample["hr"].shape[-2:]
-    h2, w2 = (int(H * ratio) // scale) * scale, (int(W * ratio) // scale) * scale
-    if (h2, w2) == (H, W):
-        return sample
-
-    def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-        kw = {} if mode == "nearest" else {"align_corners": False}
-        return F.interpolate(x.unsqueeze(0), size=size, mode=mode, **kw)[0]
-
-    out = dict(sample)
-    out["hr"] = resize(sample["hr"], (h2, w2), "bicubic").clamp(0, 1)
-    out["lr"] = resize(sample["lr"], (h2 // scale, w2 // scale), "bicubic").clamp(0, 1)
-    out["blur"] = resize(sample["blur"], (h2, w2), "bilinear") * ratio
-    labels = sample["labels"].unsqueeze(0).float()
-    out["labels"] = resize(labels, (h2, w2), "nearest")[0].to(torch.int64)
-    return out
-
-
-ZoomFn = Callable[[dict[str, Any], float], dict[str, Any]]
-
-
 class TrainSamples(Dataset):
     """Map-style view of an underlying dataset indexed by the global sample number ``k`` (any int >= 0)."""
 
@@ -99,7 +49,7 @@ class TrainSamples(Dataset):
         scale: int = 4,
         flip: bool = True,
         zoom_ratios: tuple[float, ...] = (1.0,),
-        zoom: ZoomFn | None = zoom_sample,
+        degradation: Degradation | None = None,
         keep: Callable[[dict[str, Any]], bool] | None = None,
         max_tries: int = 64,
         shuffle: bool = True,
@@ -111,7 +61,7 @@ class TrainSamples(Dataset):
         if self.size == 0:
             raise DatasetError("the training dataset is empty")
         self.seed, self.crop, self.scale, self.flip = seed, tuple(crop), scale, flip
-        self.zoom_ratios, self.zoom = tuple(zoom_ratios), zoom
+        self.zoom_ratios, self.degradation = tuple(zoom_ratios), degradation
         self.keep, self.max_tries, self.shuffle = keep, max_tries, shuffle
         self.crops_per_item, self.group = max(1, crops_per_item), max(1, group)
         self._cache: dict[int, dict[str, Any]] = {}  # the last few items read (memo only; no effect on results)
@@ -151,13 +101,19 @@ class TrainSamples(Dataset):
         raise DatasetError(f"no sample passed the training filter in {self.max_tries} tries")
 
     def augment(self, item: dict[str, Any], k: int) -> dict[str, Any]:
+        """Sample ``k``'s crop, flip and zoom of ``item`` (:func:`cmosx.train.data.augment.augment`)."""
         gen = torch.Generator().manual_seed(mix_seed(self.seed, 2, k))
-        ratio = self.zoom_ratios[int(torch.randint(0, len(self.zoom_ratios), (1,), generator=gen))]
-        if ratio != 1.0 and self.zoom is not None:
-            item = self.zoom(item, ratio)
-        sample = random_crop(item, self.crop, self.scale, gen)
-        if self.flip and bool(torch.rand((), generator=gen) < 0.5):
-            sample = hflip(sample)
+        noise_rng = np.random.default_rng(mix_seed(self.seed, 4, k))
+        sample = augment(
+            item,
+            gen,
+            size=self.crop,
+            scale=self.scale,
+            flip=self.flip,
+            zoom_ratios=self.zoom_ratios,
+            degradation=self.degradation,
+            noise_rng=noise_rng,
+        )
         out = {key: sample[key].contiguous() for key in ("hr", "lr", "blur", "labels")}
         out["space_invariant"] = torch.as_tensor(bool(item.get("space_invariant", False)))
         return out

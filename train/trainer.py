@@ -37,13 +37,15 @@ from cmosx.train.checkpoint import (
     capture_rng_state,
     checkpoint_path,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
     restore_rng_state,
     save_checkpoint,
 )
-from cmosx.train.config import TrainConfig
+from cmosx.train.config import TrainConfig, resume_differences
 from cmosx.train.runs import (
+    DATA_FILE,
     RUN_FILE,
     RunInfo,
     build_cmos,
@@ -168,17 +170,23 @@ def build_stage(
     return stage, info
 
 
+def check_resumable(run_dir: Path, config: TrainConfig) -> None:
+    """UsageError if ``config`` cannot continue the run in ``run_dir`` (other settings, or fewer steps than done)."""
+    differing = resume_differences(config, read_run_info(run_dir).config)
+    if differing:
+        raise UsageError(f"{run_dir}: --resume with different settings ({', '.join(differing)}) than the run")
+    done = max((step for step, _ in list_checkpoints(run_dir)), default=0)
+    if done > config.steps:
+        raise UsageError(f"{run_dir}: the run is at step {done} already; --steps {config.steps} would go back")
+
+
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> Path | None:
     """Checks before training; returns the checkpoint to resume from (None for a fresh run)."""
     ckpt = latest_checkpoint(run_dir)
     if resume:
         if ckpt is None:
             return None  # nothing saved yet: start from scratch
-        saved = read_run_info(run_dir).config
-        mine, theirs = config.to_dict(), saved.to_dict()
-        differing = sorted(k for k in mine if k not in ("steps", "extra", "num_workers") and mine[k] != theirs.get(k))
-        if differing:
-            raise UsageError(f"{run_dir}: --resume with different settings ({', '.join(differing)}) than the run")
+        check_resumable(run_dir, config)
         return ckpt
     if ckpt is not None:
         raise UsageError(f"{run_dir}: the run folder already has checkpoints; pass --resume or another --out")
@@ -218,7 +226,8 @@ def train(
     dataset: map-style items as in ``docs/interfaces.md``. ``streaming``: the dataset renders a new sample
     for every index (synthetic-bsr), so sample ``k`` is item ``k`` and the zoom augmentation is skipped (each
     scene is drawn at a random scale already); otherwise items are shuffled per epoch and zoomed by a ratio
-    from ``config.zoom_ratios`` (sigma multiplied by the ratio).
+    from ``config.zoom_ratios`` (sigma multiplied by the ratio, the LR re-rendered with the dataset's
+    ``degradation`` when it has one, else ``config.degradation()``).
     """
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -273,6 +282,8 @@ def train(
         scale=info.spec.scale,
         flip=config.flip,
         zoom_ratios=(1.0,) if streaming else config.zoom_ratios,
+        # zooms re-render the LR: with the degradation a stored set records, else the run's own settings
+        degradation=getattr(dataset, "degradation", None) or config.degradation(),
         keep=keep,
         shuffle=not streaming,
         crops_per_item=config.crops_per_scene if streaming else 1,
@@ -414,11 +425,18 @@ def run_training(
     progress: Callable[[StepReport], None] | None = None,
     device: str = "auto",
     command: str = "",
+    keep_process_group: bool = False,
 ) -> TrainResult:
-    """Open the config's dataset (streamed synthetic-bsr or a folder from ``--root``) and :func:`train`."""
+    """Open the config's dataset (streamed synthetic-bsr / photo-bsr or a folder from ``--root``) and
+    :func:`train`; what the dataset records about itself (the photo splits) goes to ``RUN/data.json``.
+
+    Under torchrun the process group is left at the end unless ``keep_process_group`` (more stages follow).
+    """
     from cmosx.train.sources import open_train_data
 
     dataset, info = open_train_data(config)
+    if info.record is not None and int(os.environ.get("RANK", "0")) == 0:
+        write_json_atomic(Path(run_dir) / DATA_FILE, info.record)  # e.g. which photos are train / val / test
     try:
         return train(
             config,
@@ -434,8 +452,8 @@ def run_training(
             command=command,
         )
     finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()  # a clean exit under torchrun
+        if not keep_process_group:
+            dist_utils.shutdown_env()  # a clean exit under torchrun
 
 
 def _save(run_dir, step, stage, optimizer, scheduler, scaler, config, ctx) -> None:

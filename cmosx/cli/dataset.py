@@ -13,11 +13,12 @@ from cmosx.errors import UsageError
 
 group = typer.Typer(help="Generate and inspect BSR datasets.", no_args_is_help=True)
 
-DEFAULT_KERNEL = {"synthetic-bsr": 21, "nyuv2-bsr": 21, "cityscapes-bsr": 61}
+DEFAULT_KERNEL = {"synthetic-bsr": 21, "photo-bsr": 21, "nyuv2-bsr": 21, "cityscapes-bsr": 61}
 
 
 class DatasetName(str, Enum):
     synthetic = "synthetic-bsr"
+    photo = "photo-bsr"
     nyuv2 = "nyuv2-bsr"
     cityscapes = "cityscapes-bsr"
 
@@ -77,6 +78,10 @@ def generate_command(
     textures: Annotated[
         Optional[Path], typer.Option("--textures", help="synthetic-bsr: folder of photos to take textures from.")
     ] = None,
+    photos: Annotated[
+        Optional[Path],
+        typer.Option("--photos", help="photo-bsr: folder of your photos (recursive; split by file name hash)."),
+    ] = None,
 ) -> None:
     """Generate a BSR dataset (resumable: rerun the same command to continue)."""
     from tqdm import tqdm
@@ -96,6 +101,13 @@ def generate_command(
 
         counts = {"train": 800 if count is None else count, "val": val_count, "test": test_count}
         source = SyntheticSource(seed, counts, _parse_size(size), textures)
+    elif name == "photo-bsr":
+        from cmosx.train.data.photos import PhotoSource
+
+        if photos is None:
+            raise UsageError("photo-bsr needs --photos DIR (a folder of your own photos)")
+        counts = {"train": 800 if count is None else count, "val": val_count, "test": test_count}
+        source = PhotoSource(photos, seed, counts, _parse_size(size))
     elif name == "nyuv2-bsr":
         from cmosx.train.data.nyuv2 import NYUv2Source
 

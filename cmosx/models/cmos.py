@@ -4,7 +4,8 @@ HRNet backbone -> per scale, initial task prediction (ITP) heads for blur and se
 the two tasks interact at that scale -> GIA_b / GIA_s carry each task to the next finer scale ->
 ITP_0 also gives auxiliary (deep-supervision) outputs -> GIA_l at every scale -> per task, the four
 scales are upsampled to the finest, concatenated and decoded by two 1x1 convs. Both maps are predicted
-at LR resolution; :class:`CMOSOutput` upsamples them bilinearly to HR size.
+at LR resolution; :class:`CMOSOutput` upsamples them bilinearly to HR size on the
+pixel grid of direct subsampling (LR pixel i on HR pixel 4i).
 
 Any input size works: the input is padded (replicate) at the bottom/right to a multiple of 8 and the
 outputs are cropped back.
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 from cmosx.models.gia import GIA
 from cmosx.models.hrnet import BasicBlock, HRNetBackbone
 from cmosx.models.specs import CMOSSpec
+from cmosx.ops.grid import grid_upsample
 from cmosx.ops.padding import crop_to, pad_to_multiple
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,12 +41,12 @@ class CMOSOutput:
     scale: int = 4
 
     def blur_hr(self) -> Tensor:
-        """Blur sigma map bilinearly upsampled x scale: B x 1 x H x W."""
-        return F.interpolate(self.blur_lr, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        """Blur sigma map bilinearly upsampled x scale on the pixel grid (LR i at HR s*i): B x 1 x H x W."""
+        return grid_upsample(self.blur_lr, self.scale)
 
     def logits_hr(self) -> Tensor:
-        """Semantic logits bilinearly upsampled x scale: B x C x H x W."""
-        return F.interpolate(self.logits_lr, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        """Semantic logits bilinearly upsampled x scale on the pixel grid (LR i at HR s*i): B x C x H x W."""
+        return grid_upsample(self.logits_lr, self.scale)
 
 
 class TaskHead(nn.Module):

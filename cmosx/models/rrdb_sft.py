@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from cmosx.models.gia import GIA
 from cmosx.models.specs import SRSpec
+from cmosx.ops.grid import grid_downsample, grid_upsample
 
 
 def _conv(in_ch: int, out_ch: int) -> nn.Conv2d:
@@ -63,19 +64,6 @@ class RRDBSFTBlock(nn.Module):
         return x + 0.2 * self.rdbs(self.sft(x, prior))
 
 
-def grid_aligned_upsample(lr: Tensor, scale: int) -> Tensor:
-    """``B x C x h x w`` -> ``B x C x sh x sw`` bilinear, with HR pixel ``s*i`` exactly on LR pixel ``i``.
-
-    This is the sampling grid of the training LR (direct subsampling keeps every ``s``-th HR pixel
-    from 0), so the skip path is already in register with the target. The last row and column are
-    extended by replication.
-    """
-    h, w = lr.shape[-2:]
-    padded = F.pad(lr, (0, 1, 0, 1), mode="replicate")
-    up = F.interpolate(padded, size=(h * scale + 1, w * scale + 1), mode="bilinear", align_corners=True)
-    return up[..., : h * scale, : w * scale]
-
-
 def labels_to_probabilities(labels: Tensor, num_classes: int) -> Tensor:
     """``B x H x W`` int64 labels (255 = ignore) -> ``B x C x H x W`` one-hot float, all-zero at ignore."""
     valid = (labels >= 0) & (labels < num_classes)
@@ -85,14 +73,9 @@ def labels_to_probabilities(labels: Tensor, num_classes: int) -> Tensor:
 
 
 def maps_to_lr(blur_hr: Tensor, semantic_hr: Tensor, scale: int) -> tuple[Tensor, Tensor]:
-    """Area-downsample HR maps by ``scale``: blur ``B x 1 x H x W`` and probabilities ``B x C x H x W``.
-
-    H and W must be multiples of ``scale``. Averaging keeps sigma in HR pixels and probabilities summing
-    to the fraction of non-ignored HR pixels.
-    """
-    if blur_hr.shape[-1] % scale or blur_hr.shape[-2] % scale:
-        raise ValueError(f"maps_to_lr: HR size {tuple(blur_hr.shape[-2:])} is not a multiple of {scale}")
-    return F.avg_pool2d(blur_hr, scale), F.avg_pool2d(semantic_hr, scale)
+    """HR maps -> LR maps on the subsampling grid (:func:`cmosx.ops.grid.grid_downsample`): blur
+    ``B x 1 x H x W`` (sigma in HR px) and probabilities ``B x C x H x W``; H and W multiples of ``scale``."""
+    return grid_downsample(blur_hr, scale), grid_downsample(semantic_hr, scale)
 
 
 class RRDBSFT(nn.Module):
@@ -137,5 +120,5 @@ class RRDBSFT(nn.Module):
         fea = fea + self.trunk_conv(trunk)
         out = F.pixel_shuffle(self.upsample(fea), self.scale)
         if self.spec.residual == "bilinear":
-            out = out + grid_aligned_upsample(lr, self.scale).to(out.dtype)
+            out = out + grid_upsample(lr, self.scale).to(out.dtype)
         return out

@@ -4,9 +4,8 @@ Main entry points: :class:`SyntheticBSR` (streamed synthetic training data), :da
 :func:`open_dataset` (datasets written by ``cmosx dataset generate``).
 """
 
-from cmosx.train.data.augment import random_zoom_flip
 from cmosx.train.data.scenes import SYNTHETIC_CLASSES
 from cmosx.train.data.storage import open_dataset
 from cmosx.train.data.synthetic import SyntheticBSR
 
-__all__ = ["SYNTHETIC_CLASSES", "SyntheticBSR", "open_dataset", "random_zoom_flip"]
+__all__ = ["SYNTHETIC_CLASSES", "SyntheticBSR", "open_dataset"]

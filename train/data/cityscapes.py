@@ -46,6 +46,7 @@ for _id, _train in _TRAIN_IDS.items():
 SKY_TRAIN_ID = 10
 SKY_DEPTH_M = 1000.0
 SPLITS = ("train", "val", "test")
+HR_SIZE = (480, 640)  # the size Cityscapes-BSR images are resized to (the paper's)
 
 HELP = (
     "Cityscapes-BSR needs --root pointing to a Cityscapes folder (https://www.cityscapes-dataset.com: "
@@ -53,6 +54,31 @@ HELP = (
     "leftImg8bit/{split}/{city}/*_leftImg8bit.png, disparity/{split}/{city}/*_disparity.png, "
     "camera/{split}/{city}/*_camera.json and gtFine/{split}/{city}/*_gtFine_labelIds.png"
 )
+
+
+RAW_KINDS = (  # folder, the file each image has there, the Cityscapes package it comes in
+    ("leftImg8bit", "*_leftImg8bit.png", "leftImg8bit_trainvaltest.zip"),
+    ("gtFine", "*_gtFine_labelIds.png", "gtFine_trainvaltest.zip"),
+    ("disparity", "*_disparity.png", "disparity_trainvaltest.zip"),
+    ("camera", "*_camera.json", "camera_trainvaltest.zip"),
+)
+LAYOUT = """Cityscapes (https://www.cityscapes-dataset.com, free account; unzip the four packages into one folder):
+  leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip, disparity_trainvaltest.zip, camera_trainvaltest.zip
+  ROOT/leftImg8bit/{train,val,test}/CITY/*_leftImg8bit.png
+  ROOT/gtFine/{train,val,test}/CITY/*_gtFine_labelIds.png
+  ROOT/disparity/{train,val,test}/CITY/*_disparity.png
+  ROOT/camera/{train,val,test}/CITY/*_camera.json"""
+
+
+def missing_raw(root: Path) -> list[str]:
+    """What a raw Cityscapes folder lacks: each ``KIND/SPLIT`` folder without a single expected file."""
+    missing = []
+    for kind, pattern, package in RAW_KINDS:
+        for split in SPLITS:
+            folder = Path(root) / kind / split
+            if not next(iter(folder.glob(f"*/{pattern}")), None):
+                missing.append(f"{folder}/CITY/{pattern} (from {package})")
+    return missing
 
 
 def fill_holes(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -90,10 +116,10 @@ class CityscapesSource:
     classes = CITYSCAPES_CLASSES
     hr_size = (480, 640)
 
-    def __init__(self, root: str | Path | None, limit: int | None = None, size: tuple[int, int] = (480, 640)):
+    def __init__(self, root: str | Path | None, limit: int | None = None, size: tuple[int, int] | None = None):
         if root is None:
             raise DatasetError(HELP)
-        self.hr_size = tuple(size)
+        self.hr_size = tuple(size or HR_SIZE)
         self.root = Path(root)
         if not (self.root / "leftImg8bit").is_dir():
             raise DatasetError(f"{self.root}: no leftImg8bit folder. {HELP}")

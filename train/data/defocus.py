@@ -335,6 +335,16 @@ def render_space_variant(
     return Defocused(out, sigma_q.unsqueeze(0), lens, stats)
 
 
+def render_sigma_map(image: torch.Tensor, sigma: torch.Tensor, fill_occlusions: bool = True) -> Defocused:
+    """Defocus ``image`` (3 x H x W) by a given sigma map (H x W or 1 x H x W, HR px) with the layered
+    renderer: sigma is quantised to the renderer's levels and every layer lies behind the focal plane (the
+    more blurred, the farther), as when re-rendering an augmented sample whose depth is not stored."""
+    level, sigma_q = quantise_sigma(sigma.reshape(image.shape[-2:]).float())
+    side = torch.ones_like(level, dtype=torch.int8)
+    out, stats = render_layers(image, sigma_q, layer_keys(level, side), side, fill_occlusions)
+    return Defocused(out, sigma_q.unsqueeze(0), None, stats)
+
+
 def render_space_invariant(image: torch.Tensor, sigma: float) -> Defocused:
     """Blur the whole image with one Gaussian sigma (HR px); borders renormalised like the layered case."""
     _, h, w = image.shape

@@ -144,7 +144,8 @@ def generate_dataset(
                 f"{out}: holds a dataset generated with other settings ({', '.join(changed)}); "
                 "pass the same settings to resume, or choose another --out"
             )
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
+        # hidden files are temp files of an interrupted write (dataset.json is written first): resume over them
         raise OutputError(f"{out}: folder is not empty and holds no dataset.json; choose an empty or new folder")
     write_json(out / "dataset.json", info)
 

@@ -45,6 +45,21 @@ HELP = (
 )
 
 
+LAYOUT = f"""NYU Depth v2 labelled set with the 40-class labels of Gupta et al. (CVPR 2013), in one folder:
+  ROOT/{LABELED_FILE}  http://horatio.cs.nyu.edu/mit/silberman/nyu_depth_v2/{LABELED_FILE}
+  ROOT/{SPLITS_FILE}                 http://horatio.cs.nyu.edu/mit/silberman/indoor_seg_sup/{SPLITS_FILE}
+  ROOT/{MAPPING_FILES[0]} or ROOT/{MAPPING_FILES[1]}  http://www.cs.berkeley.edu/~sgupta/cvpr13/"""
+
+
+def missing_raw(root: Path) -> list[str]:
+    """What a raw NYUv2 folder lacks: the labelled .mat, splits.mat, the 40-class mapping."""
+    root = Path(root)
+    missing = [str(root / name) for name in (LABELED_FILE, SPLITS_FILE) if not (root / name).is_file()]
+    if not any((root / name).is_file() for name in MAPPING_FILES):
+        missing.append(" or ".join(str(root / name) for name in MAPPING_FILES))
+    return missing
+
+
 def read_mat_variable(path: Path, name: str) -> tuple[np.ndarray, bool]:
     """Read one variable of a .mat file; returns (array, stored_by_hdf5). HDF5 (v7.3) arrays come with the
     MATLAB axes reversed; scipy-read arrays keep MATLAB's order."""

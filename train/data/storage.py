@@ -27,11 +27,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cmosx.errors import DatasetError, UsageError
+from cmosx.train.data.degrade import Degradation
 from cmosx.train.data.splits import TEST_GROUPS, split_folder
 
 FORMAT_VERSION = 1
 GENERATOR_VERSION = "cmosx-bsr-1"
-DATASET_NAMES = ("synthetic-bsr", "nyuv2-bsr", "cityscapes-bsr")
+DATASET_NAMES = ("synthetic-bsr", "photo-bsr", "nyuv2-bsr", "cityscapes-bsr")
 BLUR_SCALE = 100.0  # stored value = round(sigma * 100)
 
 
@@ -175,6 +176,11 @@ class BSRFolder(Dataset):
 
     def __len__(self) -> int:
         return len(self.names)
+
+    @property
+    def degradation(self) -> Degradation:
+        """How this set's LR images were made (re-applied by the zoom augmentation)."""
+        return Degradation(**self.info["degradation"])
 
     def meta(self, i: int) -> dict:
         path = self.folder / "meta" / f"{self.names[i]}.json"

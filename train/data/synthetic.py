@@ -13,7 +13,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from cmosx.errors import UsageError
-from cmosx.train.data.augment import crop
+from cmosx.train.data.augment import random_crop
 from cmosx.train.data.bsr import check_kernel_size, make_bsr_sample, one_torch_thread
 from cmosx.train.data.degrade import Degradation
 from cmosx.train.data.scenes import SYNTHETIC_CLASSES, make_scene
@@ -25,7 +25,7 @@ from cmosx.train.data.splits import (
     PURPOSE_SCENE,
     sample_rng,
 )
-from cmosx.train.data.textures import PhotoTextures
+from cmosx.train.data.textures import PhotoTextures, torch_generator
 
 __all__ = ["SYNTHETIC_CLASSES", "SyntheticBSR", "synthetic_sample"]
 
@@ -120,7 +120,7 @@ class SyntheticBSR(Dataset):
         )
         if self.crop is not None:
             crop_rng = sample_rng(self.seed, "train", index, PURPOSE_CROP)
-            sample = crop(sample, self.crop, crop_rng, scale=self.degradation.scale)
+            sample = random_crop(sample, self.crop, torch_generator(crop_rng), self.degradation.scale)
         return sample
 
 
