@@ -7,8 +7,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from cmosx.models.rrdb_sft import labels_to_probabilities
 from cmosx.models.specs import get_spec
+from cmosx.ops.grid import grid_downsample, grid_upsample
 from cmosx.train.evaluate import evaluate, format_table
+from cmosx.train.metrics import blur_psnr_ssim, sr_psnr_ssim_y
 from cmosx.train.runs import Networks, build_cmos, build_sr
 
 
@@ -130,9 +133,7 @@ def _textured_sample(unlabelled: bool = False) -> dict:
 def test_rows_run_the_engine_with_the_maps_their_conditioning_asks_for():
     """Each network row is what the engine's Upscaler gives; the baseline is the SR network fed zero maps."""
     from cmosx.engine.pipeline import Upscaler
-    from cmosx.ops.grid import grid_downsample
     from cmosx.train.eval_engine import engine_model
-    from cmosx.train.metrics import sr_psnr_ssim_y
 
     model = _random_networks(0)
     upper = _random_networks(1)
@@ -165,6 +166,25 @@ def test_rows_run_the_engine_with_the_maps_their_conditioning_asks_for():
     for row in ("bicubic", "aligned cubic", "baseline", "model", "upper bound"):
         assert {"reg_dx", "reg_dy", "reg_gain"} <= set(report.rows[row]["mean"])
     assert report.rows["bicubic"]["1"]["reg_dx"] < -0.5  # pixel-centre: off the subsampling grid
+
+
+def test_an_estimator_run_is_scored_on_its_maps_and_an_sr_run_on_ground_truth_maps():
+    from cmosx.train.stages import cmos_prior
+
+    estimator, sr_only = _random_networks(0), _random_networks(1)
+    estimator.sr, sr_only.cmos = None, None
+    sample = _textured_sample()
+    maps_only = _evaluate(estimator, {1: [sample]}).rows["model"]["1"]
+    assert "psnr_y" not in maps_only and maps_only["blur_psnr"] > 0 and 0 <= maps_only["miou"] <= 1
+    with torch.inference_mode():
+        blur, _ = cmos_prior(estimator.cmos(sample["lr"][None]), 5.0)
+    expected = blur_psnr_ssim(grid_upsample(blur, 4)[0], sample["blur"], 5.0)[0]
+    assert maps_only["blur_psnr"] == pytest.approx(expected, abs=1e-6)
+    upper = _evaluate(sr_only, {1: [sample]}).rows["upper bound"]["1"]
+    with torch.inference_mode():
+        probs = labels_to_probabilities(sample["labels"][None], 2)
+        out = sr_only.sr(sample["lr"][None], grid_downsample(sample["blur"][None], 4), grid_downsample(probs, 4))
+    assert upper["psnr_y"] == pytest.approx(sr_psnr_ssim_y(out[0].clamp(0, 1), sample["hr"], 4)[0], abs=1e-6)
 
 
 def test_miou_is_not_available_without_labels():
@@ -257,8 +277,10 @@ def test_cli_eval_json_on_a_tiny_synthetic_group(tmp_path, monkeypatch):
         "aligned cubic",
         "upper bound",
     }
-    # an SR run alone: the upper-bound row takes the ground-truth blur and has no estimator for semantics
-    assert report["maps"]["upper bound"] == {"blur": "ground truth", "semantics": "uniform (no estimator)"}
+    # an SR run alone has no estimator: the engine cannot take its ground-truth semantics, so it runs directly
+    truth = "ground truth (network run directly: the engine takes no semantic map)"
+    assert report["maps"]["upper bound"] == {"blur": truth, "semantics": truth}
+    assert report["engine"]["tile"] == {"upper bound": None}
     assert 10 < report["rows"]["bicubic"]["mean"]["psnr_y"] < 60
 
 

@@ -20,6 +20,11 @@ users get. Rows:
   semantic map from outside, so its semantics are the model's CMOS estimate; ``maps`` in the report
   says, per row, which maps each network was fed.
 
+Two cases the engine cannot serve run the run's network directly (untiled, float32, said in ``maps`` and
+``engine``): an SR network evaluated without any estimator (an sr-stage run alone, e.g. a recipe's
+validation) is fed the ground-truth maps it was trained on, semantics included; an estimator run (no
+SR network) gives the model row's blur-map and mIoU figures only.
+
 Per image: SR PSNR/SSIM on BT.601 Y after cropping ``border`` pixels (default: the scale); the
 registration of every row's output (:func:`cmosx.train.registration.register`: the sub-pixel shift
 ``reg_dx, reg_dy`` in HR px that best aligns it with the truth, and ``reg_gain`` the PSNR-Y that shift
@@ -42,7 +47,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from cmosx.errors import UsageError
 from cmosx.ops.grid import grid_downsample, grid_upsample
@@ -181,56 +186,99 @@ class _SigmaBins:
 
 
 @dataclass
+class _RowOutput:
+    """What a network row produced for one image (on the CPU): the x``s`` image and/or its LR maps."""
+
+    image: Tensor | None  # 3 x H x W in [0, 1]
+    blur_lr: Tensor | None = None  # 1 x h x w sigma (HR px) the row estimated
+    semantic_lr: Tensor | None = None  # C x h x w probabilities it estimated
+
+
 class _EngineRow:
-    """A network row: its engine, whether it is given the ground-truth blur, and what it is fed."""
+    """A network row as ``cmosx upscale`` runs it: the engine's ``Upscaler``, given the ground-truth blur
+    (``truth_blur``) or the estimates of ``estimator``."""
 
-    name: str
-    upscaler: Any  # cmosx.engine.pipeline.Upscaler
-    truth_blur: bool
-    maps: dict[str, str]
-    scores_maps: bool  # blur-map PSNR/SSIM and mIoU of its estimates (the model row)
+    def __init__(self, name, nets, estimator, estimator_source, truth_blur, device, precision) -> None:
+        from cmosx.engine.pipeline import Upscaler
 
+        if nets.sr is None:
+            raise UsageError(f"{nets.source}: the {name} row needs an SR network and this holds none")
+        if not (nets.use_semantics or (nets.use_blur and not truth_blur)):
+            estimator = None  # the row reads no estimate: the engine estimates nothing
+        estimated = f"estimated by {estimator_source}"
+        blur = ("ground truth" if truth_blur else estimated) if nets.use_blur else NOT_USED
+        semantics = estimated if estimator is not None else "uniform (no estimator)"
+        semantics = semantics if nets.use_semantics else NOT_USED
+        self.name, self.truth_blur, self.scores_maps = name, truth_blur, name == "model"
+        self.maps = {"blur": blur, "semantics": semantics}
+        self.upscaler = Upscaler(engine_model(nets, estimator, name), device=device, precision=precision)
+        self.engine = {"precision": str(self.upscaler.precision).replace("torch.", ""), "tile": int(self.upscaler.tile)}
 
-def _engine_row(
-    name: str,
-    nets: Networks,
-    estimator: nn.Module | None,
-    estimator_source: str,
-    truth_blur: bool,
-    device: str | torch.device,
-    precision: str,
-) -> _EngineRow:
-    """Build the row's ``Upscaler``: ``estimator`` supplies the maps not taken from the ground truth."""
-    from cmosx.engine.pipeline import Upscaler
-
-    if nets.sr is None:
-        raise UsageError(f"{nets.source}: the {name} row needs an SR network and this holds none")
-    reads_estimate = nets.use_semantics or (nets.use_blur and not truth_blur)
-    if not reads_estimate:
-        estimator = None
-    estimated = f"estimated by {estimator_source}"
-    blur = ("ground truth" if truth_blur else estimated) if nets.use_blur else NOT_USED
-    semantics = (estimated if estimator is not None else "uniform (no estimator)") if nets.use_semantics else NOT_USED
-    upscaler = Upscaler(engine_model(nets, estimator, name), device=device, precision=precision)
-    return _EngineRow(name, upscaler, truth_blur, {"blur": blur, "semantics": semantics}, name == "model")
+    def run(self, lr: Tensor, truth_blur_lr: Tensor, labels: Tensor) -> _RowOutput:
+        result = self.upscaler.upscale(lr, blur_override=truth_blur_lr if self.truth_blur else None)
+        return _RowOutput(result.image, result.blur_lr, result.semantic_lr)
 
 
-def _engine_rows(
-    model: Networks,
-    upper: Networks | None,
-    baseline: Networks | None,
-    device: str | torch.device,
-    precision: str,
-) -> list[_EngineRow]:
-    rows = []
+class _DirectRow:
+    """A run's network called directly, untiled, in float32, where the engine cannot serve the row:
+
+    - an SR network evaluated without an estimator (an sr-stage run alone) on the ground-truth maps it
+      was trained with, semantics included (the engine takes no semantic map from outside);
+    - an estimator run (no SR network): its maps only, scored in the model row.
+    """
+
+    def __init__(self, name: str, nets: Networks, device: str | torch.device) -> None:
+        from cmosx.engine.device import resolve_device
+
+        self.name, self.nets, self.truth_blur, self.scores_maps = name, nets, True, name == "model"
+        self.device = resolve_device(device)
+        for net in (nets.cmos, nets.sr):
+            if net is not None:
+                net.to(self.device).eval()
+        if nets.sr is None:
+            self.maps = {"blur": f"estimated by {nets.source}", "semantics": f"estimated by {nets.source}"}
+        else:
+            truth = "ground truth (network run directly: the engine takes no semantic map)"
+            self.maps = {
+                "blur": truth if nets.use_blur else NOT_USED,
+                "semantics": truth if nets.use_semantics else NOT_USED,
+            }
+        self.engine = {"precision": "float32", "tile": None}
+
+    def run(self, lr: Tensor, truth_blur_lr: Tensor, labels: Tensor) -> _RowOutput:
+        from cmosx.models.rrdb_sft import labels_to_probabilities
+        from cmosx.train.stages import cmos_prior, condition
+
+        nets, x = self.nets, lr[None].to(self.device)
+        if nets.sr is None:
+            blur, semantic = cmos_prior(nets.cmos(x), nets.sigma_max)
+            return _RowOutput(None, blur[0].cpu(), semantic[0].cpu())
+        probs = labels_to_probabilities(labels[None], nets.num_classes)
+        blur = truth_blur_lr[None].to(self.device)
+        semantic = grid_downsample(probs, nets.spec.scale).to(self.device)
+        blur, semantic = condition(blur, semantic, nets.use_blur, nets.use_semantics)
+        return _RowOutput(nets.sr(x, blur, semantic)[0].float().clamp(0.0, 1.0).cpu())
+
+
+def _rows(model: Networks, upper: Networks | None, baseline: Networks | None, device, precision) -> list:
+    """The network rows, in table order: baseline, model, upper bound."""
+    rows: list[_EngineRow | _DirectRow] = []
     if baseline is not None:
         own = baseline.cmos is not None  # a blind model: its own estimates; an SR network: the ground-truth blur
-        estimator, source = (baseline.cmos, baseline.source) if own else (model.cmos, model.source)
-        rows.append(_engine_row("baseline", baseline, estimator, source, not own, device, precision))
-    if model.sr is not None and model.cmos is not None:
-        rows.append(_engine_row("model", model, model.cmos, model.source, False, device, precision))
-    if upper is not None:
-        rows.append(_engine_row("upper bound", upper, model.cmos, model.source, True, device, precision))
+        if not own and model.cmos is None and baseline.use_semantics:
+            rows.append(_DirectRow("baseline", baseline, device))
+        else:
+            estimator, source = (baseline.cmos, baseline.source) if own else (model.cmos, model.source)
+            rows.append(_EngineRow("baseline", baseline, estimator, source, not own, device, precision))
+    if model.cmos is not None and model.sr is None:
+        rows.append(_DirectRow("model", model, device))
+    elif model.cmos is not None:
+        rows.append(_EngineRow("model", model, model.cmos, model.source, False, device, precision))
+    if upper is not None and upper.sr is not None:
+        if model.cmos is None and upper.use_semantics:
+            rows.append(_DirectRow("upper bound", upper, device))
+        else:
+            rows.append(_EngineRow("upper bound", upper, model.cmos, model.source, True, device, precision))
     return rows
 
 
@@ -246,21 +294,21 @@ def _score(name: str, out: Tensor, hr: Tensor, border: int, acc: _Accumulator, b
     bins.add(name, out)
 
 
-def _score_maps(result: Any, blur_gt: Tensor, labels: Tensor, sigma_max: float, scale: int, acc: _Accumulator) -> None:
-    """Blur-map PSNR/SSIM and the confusion matrix of the engine's LR maps, placed on the HR grid."""
-    blur_hr = grid_upsample(result.blur_lr[None], scale)[0]
+def _score_maps(out: _RowOutput, blur_gt: Tensor, labels: Tensor, sigma_max: float, scale: int, acc: _Accumulator):
+    """Blur-map PSNR/SSIM and the confusion matrix of a row's LR maps, placed on the HR grid."""
+    blur_hr = grid_upsample(out.blur_lr[None].float(), scale)[0]
     bp, bs = blur_psnr_ssim(blur_hr, blur_gt, sigma_max)
     acc.add("blur_psnr", bp)
     acc.add("blur_ssim", bs)
     acc.scores_semantics = True
     if bool((labels != IGNORE_INDEX).any()):
         acc.labelled += 1
-        acc.confusion.update(grid_upsample(result.semantic_lr[None], scale)[0].argmax(0), labels)
+        acc.confusion.update(grid_upsample(out.semantic_lr[None].float(), scale)[0].argmax(0), labels)
 
 
 def _evaluate_sample(
     sample: dict[str, Any],
-    rows: list[_EngineRow],
+    rows: list,
     scale: int,
     sigma_max: float,
     border: int,
@@ -273,10 +321,11 @@ def _evaluate_sample(
     _score("bicubic", bicubic_upscale(lr[None], scale)[0], hr, border, accs["bicubic"], bins)
     _score("aligned cubic", aligned_cubic_upscale(lr[None], scale)[0], hr, border, accs["aligned cubic"], bins)
     for row in rows:
-        result = row.upscaler.upscale(lr, blur_override=truth_lr if row.truth_blur else None)
-        _score(row.name, result.image, hr, border, accs[row.name], bins)
+        out = row.run(lr, truth_lr, labels)
+        if out.image is not None:
+            _score(row.name, out.image, hr, border, accs[row.name], bins)
         if row.scores_maps:
-            _score_maps(result, blur_gt, labels, sigma_max, scale, accs[row.name])
+            _score_maps(out, blur_gt, labels, sigma_max, scale, accs[row.name])
 
 
 def _mean_over_groups(per_group: list[dict[str, float | None]]) -> dict[str, float | None]:
@@ -306,16 +355,13 @@ def evaluate(
 
     A sample is a dict with ``hr`` (3 x H x W in [0, 1]), ``lr`` (3 x H/s x W/s), ``blur`` (1 x H x W
     sigma in HR px) and ``labels`` (H x W int64, 255 = ignore; all 255 = no labels). ``upper``: the
-    networks of the upper-bound row (None: no such row); ``baseline``: another model or SR network.
+    networks of the upper-bound row (None: the model's own SR network); ``baseline``: another model or SR
+    network.
     """
-    if model.sr is None:
-        raise UsageError(
-            f"{model.source}: holds no SR network (an estimator run); cmosx eval runs what cmosx upscale "
-            "runs: evaluate a blind run or a model"
-        )
     border = model.spec.scale if border is None else border
     scale = model.spec.scale
-    engine_rows = _engine_rows(model, upper, baseline, device, precision)
+    upper = upper or model
+    engine_rows = _rows(model, upper, baseline, device, precision)
     keys = sorted(groups)
     report = EvalReport(dataset=dataset_name, groups=keys, border=border, images_per_group={})
     names = ["bicubic", "aligned cubic"] + [row.name for row in engine_rows]
@@ -323,10 +369,12 @@ def evaluate(
         report.sources[row.name] = {"model": model, "upper bound": upper, "baseline": baseline}[row.name].source
         report.maps[row.name] = row.maps
     if engine_rows:
+        from cmosx.engine.device import resolve_device
+
         report.engine = {
-            "device": str(engine_rows[0].upscaler.device),
-            "precision": {row.name: str(row.upscaler.precision).replace("torch.", "") for row in engine_rows},
-            "tile": {row.name: int(row.upscaler.tile) for row in engine_rows},
+            "device": str(resolve_device(device)),
+            "precision": {row.name: row.engine["precision"] for row in engine_rows},
+            "tile": {row.name: row.engine["tile"] for row in engine_rows},
         }
     total = sum(min(len(groups[k]), limit or len(groups[k])) for k in keys)
     done = 0
@@ -366,7 +414,8 @@ def format_table(report: EvalReport) -> str:
     lines += [f"maps fed to {row}: blur {m['blur']}; semantics {m['semantics']}" for row, m in report.maps.items()]
     if report.engine:
         engine = report.engine
-        per_row = "; ".join(f"{row} {p}, tile {engine['tile'][row]}" for row, p in engine["precision"].items())
+        tiles = {row: "untiled" if t is None else f"tile {t}" for row, t in engine["tile"].items()}
+        per_row = "; ".join(f"{row} {p}, {tiles[row]}" for row, p in engine["precision"].items())
         lines.append(f"engine: {engine['device']}; {per_row}")
     lines += [header, "-" * len(header)]
 
