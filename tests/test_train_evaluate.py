@@ -71,7 +71,7 @@ def test_known_answer_on_flat_images():
     # class 0 predicted everywhere: IoU 0.5 for class 0 (half the valid pixels), 0 for class 1
     assert m["miou"] == pytest.approx(0.25, abs=2e-3)
     assert report.border == 4 and report.images_per_group == {"1": 1, "2": 2}
-    assert report.labelled_per_group == {"1": 1, "2": 2} and report.notes() == []
+    assert report.labelled_per_group == {"1": 1, "2": 2} and report.notes == []
     assert report.maps["upper bound"] == {"blur": "ground truth", "semantics": "estimated by zero"}
     assert report.maps["model"] == {"blur": "estimated by zero", "semantics": "estimated by zero"}
     assert report.engine["device"] == "cpu" and report.engine["precision"] == {

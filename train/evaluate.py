@@ -88,13 +88,7 @@ class EvalReport:
     engine: dict[str, Any] = field(default_factory=dict)
     labelled_per_group: dict[str, int] = field(default_factory=dict)
     by_sigma: dict[str, Any] = field(default_factory=dict)  # {"edges", "share", "psnr_y": {row: [per bin]}}
-
-    def notes(self) -> list[str]:
-        """What the figures do not cover (shown under the table)."""
-        unlabelled = [g for g, n in self.labelled_per_group.items() if n == 0]
-        if not unlabelled:
-            return []
-        return [f"mIoU not available: no labels in group(s) {', '.join(unlabelled)}"]
+    notes: list[str] = field(default_factory=list)  # what the figures do not cover (shown under the table)
 
     def to_dict(self) -> dict[str, Any]:
         def clean(v: float | None) -> float | None:
@@ -109,7 +103,7 @@ class EvalReport:
             "sources": self.sources,
             "maps": self.maps,
             "engine": self.engine,
-            "notes": self.notes(),
+            "notes": self.notes,
             "rows": {r: {g: {k: clean(v) for k, v in m.items()} for g, m in gs.items()} for r, gs in self.rows.items()},
             "by_sigma": {
                 "edges": self.by_sigma.get("edges", []),
@@ -397,13 +391,16 @@ def evaluate(
     for name in names:
         report.rows[name]["mean"] = _mean_over_groups([report.rows[name][str(k)] for k in keys])
     report.by_sigma = bins.result()
+    unlabelled = [g for g, n in report.labelled_per_group.items() if n == 0]
+    if unlabelled:
+        report.notes.append(f"mIoU not available: no labels in group(s) {', '.join(unlabelled)}")
     return report
 
 
 def format_table(report: EvalReport) -> str:
     """A plain-text table: one line per row and group, then the mean; registration in HR px."""
     header = (
-        f"{'row':<13} {'group':>5}  {'PSNR-Y':>7} {'SSIM-Y':>7}  {'blurPSNR':>8} {'blurSSIM':>8}  {'mIoU':>6}"
+        f"{'row':<12} {'group':>5}  {'PSNR-Y':>7} {'SSIM-Y':>7}  {'blurPSNR':>8} {'blurSSIM':>8}  {'mIoU':>6}"
         f"  {'reg dx':>6} {'reg dy':>6} {'gain':>5}"
     )
     lines = [
@@ -428,11 +425,11 @@ def format_table(report: EvalReport) -> str:
             value = m.get("miou")
             miou = f"{'n/a':>6}" if "miou" in m and value is None else fmt(None if value is None else 100 * value, 6, 2)
             lines.append(
-                f"{name:<13} {key:>5}  {fmt(m.get('psnr_y'), 7, 2)} {fmt(m.get('ssim_y'), 7, 4)}  "
+                f"{name:<13} {key:>4}  {fmt(m.get('psnr_y'), 7, 2)} {fmt(m.get('ssim_y'), 7, 4)}  "
                 f"{fmt(m.get('blur_psnr'), 8, 2)} {fmt(m.get('blur_ssim'), 8, 4)}  {miou}  "
                 f"{fmt(m.get('reg_dx'), 6, 2)} {fmt(m.get('reg_dy'), 6, 2)} {fmt(m.get('reg_gain'), 5, 2)}"
             )
-    lines += report.notes()
+    lines += report.notes
     lines.append("reg dx, dy: the HR px move that best aligns a row's output with the truth; gain: dB it adds")
     by_sigma = report.by_sigma
     if by_sigma.get("edges"):
