@@ -389,3 +389,40 @@ def test_companions_make_the_evaluation_reproducible_from_the_shipped_files(tmp_
     path.write_bytes(path.read_bytes()[:-1] + b"\0")
     failed = runner.invoke(app, ["weights", "verify", "tiny-c"])
     assert failed.exit_code == 1 and "tiny-c.baseline.safetensors: sha256 mismatch" in failed.output
+
+
+def test_cli_eval_of_a_photo_folder_reports_its_split_and_no_miou(tmp_path, monkeypatch):
+    """`cmosx eval --photos DIR`: the bundled model's rows on scenes of the folder's test photos."""
+    from PIL import Image
+
+    from cmosx.cli.main import app
+    from cmosx.train import sources
+    from cmosx.train.data.photos import photo_split
+
+    monkeypatch.setattr(sources, "PHOTO_EVAL_SIZE", (48, 64))
+    g = torch.Generator().manual_seed(0)
+    names = [f"p{i:02d}.png" for i in range(14)]
+    (tmp_path / "photos").mkdir()
+    for name in names:
+        noise = torch.rand(1, 3, 164, 228, generator=g)
+        pixels = (torch.nn.functional.avg_pool2d(noise, 5, 1)[0] * 255).byte().permute(1, 2, 0).numpy()
+        Image.fromarray(pixels).save(tmp_path / "photos" / name)
+    test_photos = sorted(n for n in names if photo_split(n) == "test")
+    assert test_photos, "the fixture needs a photo in the test split"
+    runner = CliRunner()
+    command = ["eval", "--photos", str(tmp_path / "photos"), "--per-photo", "1", "--device", "cpu", "-q"]
+    result = runner.invoke(app, [*command, "--precision", "fp32", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["dataset"] == "photo-bsr" and report["groups"] == ["test"]
+    assert report["data"]["photos"] == test_photos and report["data"]["split"] == "test"
+    assert report["images_per_group"] == {"test": len(test_photos)} and report["labelled_per_group"] == {"test": 0}
+    assert set(report["rows"]) == {"bicubic", "aligned cubic", "baseline", "model", "upper bound"}
+    assert report["rows"]["model"]["mean"]["miou"] is None and report["notes"]
+    assert report["maps"]["upper bound"]["blur"] == "ground truth"
+    table = runner.invoke(app, command)
+    assert table.exit_code == 0 and "n/a" in table.output and f"photos: {len(test_photos)} of" in table.output
+    both = runner.invoke(app, [*command, "--dataset", "synthetic-bsr"])
+    assert both.exit_code == 2 and "--photos" in both.output
+    neither = runner.invoke(app, ["eval", "-q"])
+    assert neither.exit_code == 2 and "--dataset" in neither.output

@@ -89,6 +89,7 @@ class EvalReport:
     labelled_per_group: dict[str, int] = field(default_factory=dict)
     by_sigma: dict[str, Any] = field(default_factory=dict)  # {"edges", "share", "psnr_y": {row: [per bin]}}
     notes: list[str] = field(default_factory=list)  # what the figures do not cover (shown under the table)
+    data: dict[str, Any] = field(default_factory=dict)  # what the evaluated set is (photo-bsr: folder, split, photos)
 
     def to_dict(self) -> dict[str, Any]:
         def clean(v: float | None) -> float | None:
@@ -104,6 +105,7 @@ class EvalReport:
             "maps": self.maps,
             "engine": self.engine,
             "notes": self.notes,
+            "data": self.data,
             "rows": {r: {g: {k: clean(v) for k, v in m.items()} for g, m in gs.items()} for r, gs in self.rows.items()},
             "by_sigma": {
                 "edges": self.by_sigma.get("edges", []),
@@ -408,6 +410,12 @@ def format_table(report: EvalReport) -> str:
         + ", ".join(f"{g}: {n}" for g, n in report.images_per_group.items()),
         "networks: " + "; ".join(f"{row} = {src}" for row, src in report.sources.items()),
     ]
+    if report.data.get("photos") is not None:
+        data = report.data
+        lines.append(
+            f"photos: {len(data['photos'])} of {data['photos_folder']} ({data['split']} split), "
+            f"{data['scenes_per_photo']} scenes each: " + ", ".join(data["photos"])
+        )
     lines += [f"maps fed to {row}: blur {m['blur']}; semantics {m['semantics']}" for row, m in report.maps.items()]
     if report.engine:
         engine = report.engine

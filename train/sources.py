@@ -282,3 +282,29 @@ def open_test_group(
 
     ds = SyntheticTestGroup(group, seed, count or SYNTHETIC_TEST_COUNT, size or SYNTHETIC_TEST_SIZE)
     return ds, DataInfo(name, list(SYNTHETIC_CLASSES), _SIGMA_MAX[name], streaming=False)
+
+
+PHOTO_SPLITS = ("test", "val")
+PHOTO_EVAL_SIZE = (480, 640)  # HR size of the evaluation scenes of a photo folder
+
+
+def open_photo_split(
+    photos: str | Path, split: str = "test", seed: int = 0, per_photo: int = 3
+) -> tuple[Dataset, dict[str, Any]]:
+    """photo-bsr scenes of one split of a photo folder for evaluation (``per_photo`` scenes of
+    ``PHOTO_EVAL_SIZE`` per photo of the split, :class:`~cmosx.train.data.photos.PhotoTestSet`) and what
+    they are: the folder, the split, its photos and the scenes per photo (for the report)."""
+    if split not in PHOTO_SPLITS:
+        raise UsageError(f"photo split must be one of {', '.join(PHOTO_SPLITS)}; got {split!r}")
+    if per_photo < 1:
+        raise UsageError(f"scenes per photo must be >= 1, got {per_photo}")
+    from cmosx.train.data.photos import PhotoTestSet
+
+    ds = PhotoTestSet(photos, seed=seed, per_photo=per_photo, size=PHOTO_EVAL_SIZE, split=split)
+    record = {
+        "photos_folder": str(photos),
+        "split": split,
+        "photos": list(ds.photos.paths),
+        "scenes_per_photo": per_photo,
+    }
+    return ds, record

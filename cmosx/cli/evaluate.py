@@ -36,7 +36,10 @@ def parse_groups(text: str) -> list[int]:
 
 @report_errors
 def evaluate_command(
-    dataset: Annotated[str, typer.Option("--dataset", help="synthetic-bsr | nyuv2-bsr | cityscapes-bsr")],
+    dataset: Annotated[
+        Optional[str],
+        typer.Option("--dataset", help="synthetic-bsr | nyuv2-bsr | cityscapes-bsr (photo-bsr: see --photos)."),
+    ] = None,
     model: Annotated[
         Optional[str], typer.Option("--model", help="Run folder, model folder/file, bundled name or hf:// reference.")
     ] = None,
@@ -63,10 +66,20 @@ def evaluate_command(
             " A raw NYUv2/Cityscapes folder is generated into ROOT-bsr on first use.",
         ),
     ] = None,
+    photos: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--photos",
+            help="Evaluate photo-bsr scenes built from this folder's held-out photos (the --photo-split of its"
+            " photos, split by a hash of each file's path) instead of --dataset's test groups.",
+        ),
+    ] = None,
+    photo_split: Annotated[str, typer.Option("--photo-split", help="With --photos: test or val.")] = "test",
+    per_photo: Annotated[int, typer.Option("--per-photo", help="With --photos: 480 x 640 scenes per photo.")] = 3,
     groups: Annotated[str, typer.Option("--groups", help="Test groups, e.g. 1-5 or 1,3.")] = "1-5",
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most N images per group.")] = None,
     border: Annotated[Optional[int], typer.Option("--border", help="Pixels cropped per side (default: scale).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="synthetic-bsr without --root: test-scene seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="synthetic-bsr without --root, --photos: scene seed.")] = 0,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
@@ -79,10 +92,14 @@ def evaluate_command(
 
     from cmosx.train.evaluate import evaluate, format_table
     from cmosx.train.runs import load_companion_networks, load_networks
-    from cmosx.train.sources import open_test_group
+    from cmosx.train.sources import open_photo_split, open_test_group
 
     if threads:
         torch.set_num_threads(threads)
+    if photos is not None and dataset not in (None, "photo-bsr"):
+        raise UsageError(f"--photos evaluates photo-bsr scenes; it does not combine with --dataset {dataset}")
+    if photos is None and dataset in (None, "photo-bsr"):
+        raise UsageError("give --dataset (synthetic-bsr, nyuv2-bsr, cityscapes-bsr) or --photos DIR (photo-bsr)")
     wanted = parse_groups(groups)
     if limit is not None and limit < 1:
         raise UsageError("--limit must be >= 1")
@@ -92,7 +109,13 @@ def evaluate_command(
     if upper_nets is None and nets.sr_stage_source:
         upper_nets = load_networks(nets.sr_stage_source)
     upper_nets = upper_nets or nets
-    sets = {g: open_test_group(dataset, root, g, seed=seed)[0] for g in wanted}
+    data: dict = {}
+    if photos is not None:
+        dataset = "photo-bsr"
+        split_set, data = open_photo_split(photos, photo_split, seed=seed, per_photo=per_photo)
+        sets = {photo_split: split_set}
+    else:
+        sets = {g: open_test_group(dataset, root, g, seed=seed)[0] for g in wanted}
     bar = None
 
     def progress(done: int, total: int) -> None:
@@ -118,6 +141,7 @@ def evaluate_command(
             precision=precision,
             progress=progress,
         )
+        report.data = data
     finally:
         if bar is not None:
             bar.close()
