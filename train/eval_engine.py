@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from cmosx.errors import ModelError
 from cmosx.models.cmos import CMOSOutput
 from cmosx.models.descriptor import describe
 from cmosx.models.weights_io import LoadedModel, ModelCard
@@ -54,7 +55,7 @@ class NoEstimator(nn.Module):
 def engine_model(nets: Networks, estimator: nn.Module | None, name: str) -> LoadedModel:
     """A model the engine runs: ``estimator`` (None: :class:`NoEstimator`) and ``nets.sr`` as conditioned."""
     if nets.sr is None:
-        raise ValueError(f"{nets.source}: holds no SR network")
+        raise ModelError(f"{nets.source}: holds no SR network")
     sr = nets.sr
     if not (nets.use_blur and nets.use_semantics):
         sr = ConditionedSR(sr, nets.use_blur, nets.use_semantics)
