@@ -30,9 +30,10 @@ from typing import Any
 import torch
 
 from cmosx.errors import UsageError
+from cmosx.io.atomic import atomic_write_json
 from cmosx.train.checkpoint import checkpoint_path
 from cmosx.train.config import TrainConfig, make_config
-from cmosx.train.runs import RUN_FILE, load_networks, read_run_info, write_json_atomic
+from cmosx.train.runs import RUN_FILE, load_networks, read_run_info
 
 RECIPE_FILE = "recipe.json"
 MODEL_FOLDER = "model"
@@ -163,7 +164,7 @@ def read_recipe(out: Path) -> dict[str, Any]:
 
 
 def _record(out: Path, plan: list[PlannedStep], command: str, done: dict[str, StepSummary], model: dict) -> None:
-    write_json_atomic(
+    atomic_write_json(
         out / RECIPE_FILE,
         {
             "dataset": plan[0].config.dataset,

@@ -4,7 +4,6 @@ orientation. 8 or 16 bits is decided by the stored sample type, never by pixel v
 from __future__ import annotations
 
 import io
-import struct
 import warnings
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from cmosx.errors import InputImageError
 from cmosx.io.formats import is_raw_path
-from cmosx.io.metadata import EXIF_IFD, GPS_IFD, exif_from_tiff_tags, orientation_of
+from cmosx.io.metadata import exif_from_tiff_tags, load_exif, orientation_of
 from cmosx.io.orientation import ORIENTATION_TAG, apply_orientation
 from cmosx.io.photo import Photo, PhotoMetadata, to_float
 
@@ -136,17 +135,6 @@ def _metadata(image: Image.Image) -> PhotoMetadata:
         xmp=bytes(xmp) if xmp else None,
         icc_profile=image.info.get("icc_profile") or None,
     )
-
-
-def load_exif(image: Image.Image) -> Image.Exif:
-    """The image's EXIF with the Exif and GPS sub-IFDs read now (Pillow reads TIFF ones lazily from the file)."""
-    exif = image.getexif()
-    for pointer in (EXIF_IFD, GPS_IFD):
-        try:
-            exif.get_ifd(pointer)
-        except (OSError, ValueError, SyntaxError, struct.error):
-            exif.pop(pointer, None)  # a broken sub-IFD is dropped rather than failing the photo
-    return exif
 
 
 def _png_bit_depth(path: Path) -> int:

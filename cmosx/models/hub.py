@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 
 from cmosx.errors import ChecksumError, ModelError
+from cmosx.io.atomic import atomic_write_json
 from cmosx.models.rrdb_sft import RRDBSFT
 from cmosx.models.weights_io import LoadedModel, ModelCard, load_model, load_sr_network, read_card, sha256_file
 
@@ -156,9 +157,7 @@ def register_bundled(name: str, weights_file: str, config_file: str, default: bo
     if default:
         manifest["default"] = name
     path = folder / "manifest.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, manifest, sort_keys=True)
     return next(m for m in bundled_models() if m.name == name)
 
 
