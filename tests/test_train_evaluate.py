@@ -84,6 +84,29 @@ def test_error_broken_down_by_ground_truth_sigma():
     assert "PSNR-Y by ground-truth sigma" in format_table(report)
 
 
+def test_an_installed_package_is_never_exported_into(tmp_path, monkeypatch):
+    from cmosx.cli.main import app
+    from cmosx.errors import UsageError
+    from cmosx.models import hub
+    from cmosx.train.export import export_run
+
+    installed = tmp_path / "lib" / "python3.12" / "site-packages" / "cmosx" / "_weights"
+    installed.mkdir(parents=True)
+    (installed / "manifest.json").write_text('{"models": {}}')
+    monkeypatch.setattr(hub, "bundled_dir", lambda: installed)
+    with pytest.raises(UsageError, match="part of an installed package: export to a folder you name"):
+        export_run(tmp_path / "blind", "my-model", eval_images=0)
+    with pytest.raises(UsageError, match="installed package"):
+        hub.register_bundled("my-model", "my-model.safetensors", "my-model.json")
+    result = CliRunner().invoke(app, ["weights", "export", str(tmp_path / "blind"), "my-model"])
+    assert result.exit_code == 2 and "installed package" in result.output
+    assert [p.name for p in installed.iterdir()] == ["manifest.json"]
+    checkout = tmp_path / "checkout" / "weights"  # a source checkout's folder (editable install) is used as is
+    checkout.mkdir(parents=True)
+    monkeypatch.setattr(hub, "bundled_dir", lambda: checkout)
+    assert hub.writable_bundled_dir() == checkout
+
+
 def test_cli_trains_three_stages_exports_and_evaluates(tmp_path, monkeypatch):
     from cmosx.cli.main import app
     from cmosx.models import hub

@@ -146,6 +146,24 @@ class TrainConfig:
                 self.semantics_in_sr and not self.unconditioned,
                 "--no-semantics-in-sr and --unconditioned apply to the sr and blind stages",
             )
+            _check(
+                any(self.estimator_loss_weights().values()),
+                f"the estimator's loss weights are all zero (blur, seg, aux blur, aux seg = {weights}"
+                f"{', with --single-task' if self.single_task else ''}{', with --no-aux' if self.no_aux else ''}):"
+                " nothing would be trained",
+            )
+
+    def estimator_loss_weights(self) -> dict[str, float]:
+        """The weights of the estimator's loss terms (blur, seg, aux_blur, aux_seg) after the ablations.
+
+        ``single_task`` drops both semantic terms, ``no_aux`` both auxiliary ones.
+        """
+        return {
+            "blur": self.blur_weight,
+            "seg": 0.0 if self.single_task else self.seg_weight,
+            "aux_blur": 0.0 if self.no_aux else self.aux_blur_weight,
+            "aux_seg": 0.0 if (self.no_aux or self.single_task) else self.aux_seg_weight,
+        }
 
     def degradation(self):
         """The synthetic-bsr LR degradation these settings describe (a ``Degradation``; UsageError if invalid)."""

@@ -135,12 +135,7 @@ def build_stage(
     use_blur = not config.unconditioned
     use_semantics = config.semantics_in_sr and not config.unconditioned
     if config.stage == "estimator":
-        weights = {
-            "blur": config.blur_weight,
-            "seg": 0.0 if config.single_task else config.seg_weight,
-            "aux_blur": 0.0 if config.no_aux else config.aux_blur_weight,
-            "aux_seg": 0.0 if (config.no_aux or config.single_task) else config.aux_seg_weight,
-        }
+        weights = config.estimator_loss_weights()
         cmos = build_cmos(spec, num_classes)
         if config.init:
             cmos, cmos_spec = _init_from(config, "cmos", num_classes)

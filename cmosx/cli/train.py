@@ -97,7 +97,10 @@ def train_command(
     ] = None,
     export: Annotated[
         Optional[str],
-        typer.Option("--export", help="After training, export the model: a NAME (into weights/) or a folder path."),
+        typer.Option(
+            "--export",
+            help="After training, export the model: a folder path, or a NAME (into weights/, source checkouts only).",
+        ),
     ] = None,
     export_eval: Annotated[
         int, typer.Option("--export-eval", help="Images per test group evaluated for the model card (0: none).")
