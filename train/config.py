@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cmosx.errors import UsageError
+from cmosx.train.catalog import DATASET_NAMES
 
 STAGES = ("estimator", "sr", "blind")
-DATASETS = ("synthetic-bsr", "photo-bsr", "nyuv2-bsr", "cityscapes-bsr")
 GIA_MODES = ("none", "F", "FC", "FCS")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -100,7 +100,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.stage in STAGES, f"unknown stage {self.stage!r}; choose from {', '.join(STAGES)}")
-        _check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        _check(
+            self.dataset in DATASET_NAMES, f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASET_NAMES)}"
+        )
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         _check(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
         _check(len(self.crop) == 2, f"crop must be (height, width), got {self.crop!r}")
@@ -281,19 +283,6 @@ def make_config(stage: str, preset: str = "cpu", **overrides: Any) -> TrainConfi
     if isinstance(values.get("crop"), int):
         values["crop"] = (values["crop"], values["crop"])
     return TrainConfig(stage=stage, preset=preset, **values)
-
-
-def parse_crop(text: str) -> tuple[int, int]:
-    """``"96"`` -> (96, 96); ``"480x640"`` -> (480, 640) (height x width, HR pixels)."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise UsageError(f"--crop must be N or HxW (HR pixels), got {text!r}") from None
-    if len(parts) == 1:
-        return (parts[0], parts[0])
-    if len(parts) == 2:
-        return (parts[0], parts[1])
-    raise UsageError(f"--crop must be N or HxW (HR pixels), got {text!r}")
 
 
 def parse_quality_range(text: str) -> tuple[int, int | None]:

@@ -14,8 +14,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from cmosx.cli._common import report_errors
+from cmosx.cli._common import parse_size, report_errors
 from cmosx.errors import UsageError
+from cmosx.train.catalog import DATASET_NAMES
 from cmosx.train.config import PRESET_HARDWARE
 
 
@@ -37,7 +38,7 @@ synthetic-bsr needs no data (scenes are rendered on the fly)."""
 
 @report_errors
 def train_command(
-    dataset: Annotated[str, typer.Option("--dataset", help="synthetic-bsr | photo-bsr | nyuv2-bsr | cityscapes-bsr")],
+    dataset: Annotated[str, typer.Option("--dataset", help=" | ".join(DATASET_NAMES))],
     stage: Annotated[
         Optional[str],
         typer.Option("--stage", help="Run one stage: estimator (CMOS) | sr (RRDB-SFT, GT maps) | blind. Default: all."),
@@ -160,7 +161,7 @@ def train_command(
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or per-stage lines.")] = False,
 ) -> None:
-    from cmosx.train.config import make_config, parse_crop, parse_quality_range
+    from cmosx.train.config import make_config, parse_quality_range
     from cmosx.train.runs import RUN_FILE, read_run_info
     from cmosx.train.sources import raw_data_root
 
@@ -172,7 +173,7 @@ def train_command(
         root=str(raw_root) if raw_root else None,
         steps=steps,
         batch_size=batch_size,
-        crop=parse_crop(crop) if crop else None,
+        crop=parse_size(crop, "--crop", square_ok=True) if crop else None,
         lr=lr,
         warmup_steps=warmup,
         seed=seed,
@@ -190,7 +191,7 @@ def train_command(
         checkpoint_every=checkpoint_every,
         photos=str(photos) if photos else None,
         procedural_share=procedural_share,
-        scene_size=parse_crop(scene_size) if scene_size else None,
+        scene_size=parse_size(scene_size, "--scene-size", square_ok=True) if scene_size else None,
         crops_per_scene=crops_per_scene,
         lr_noise=lr_noise,
         lr_jpeg=jpeg_range[0],

@@ -26,12 +26,12 @@ from torch.utils.data import Dataset
 
 from cmosx.errors import DatasetError, UsageError
 from cmosx.io.atomic import atomic_write, atomic_write_json
+from cmosx.train.catalog import DATASET_NAMES
 from cmosx.train.data.degrade import Degradation
 from cmosx.train.data.splits import TEST_GROUPS, split_folder
 
 FORMAT_VERSION = 1
 GENERATOR_VERSION = "cmosx-bsr-1"
-DATASET_NAMES = ("synthetic-bsr", "photo-bsr", "nyuv2-bsr", "cityscapes-bsr")
 BLUR_SCALE = 100.0  # stored value = round(sigma * 100)
 
 
@@ -182,7 +182,7 @@ class BSRFolder(Dataset):
 def open_dataset(name: str, root: str | Path, split: str, group: int | None = None) -> BSRFolder:
     """Open a split of a dataset written by ``cmosx dataset generate``.
 
-    ``name``: synthetic-bsr, nyuv2-bsr or cityscapes-bsr (must match dataset.json); ``split``: train,
+    ``name``: one of :data:`~cmosx.train.catalog.DATASET_NAMES` (must match dataset.json); ``split``: train,
     val or test; ``group``: 1..5 for test (required there), None otherwise.
     """
     if name not in DATASET_NAMES:
