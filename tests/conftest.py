@@ -1,4 +1,4 @@
-"""Test configuration: offline Hub, deterministic torch, the gpu marker."""
+"""Test configuration: offline Hub, deterministic torch, one torch thread on request, the gpu marker."""
 
 import os
 
@@ -35,6 +35,19 @@ def _seed_torch():
 
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a whole test module (request it with ``pytestmark``).
+
+    The tests run many small tensor ops on cores shared with other work: extra threads only spin (5-10x
+    slower measured here). Module-scoped so module-scoped fixtures that build data run under it too.
+    """
+    from cmosx.train.data.bsr import one_torch_thread
+
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture

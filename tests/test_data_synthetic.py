@@ -12,14 +12,7 @@ from cmosx.train.data.scenes import GROUND, PICTURE, WALL, make_scene
 from cmosx.train.data.synthetic import synthetic_sample
 from cmosx.train.data.textures import PhotoTextures
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small tensor ops: one thread avoids oversubscription on busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_scene_is_seeded_and_reproducible():

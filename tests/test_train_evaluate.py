@@ -11,13 +11,7 @@ from cmosx.models.specs import get_spec
 from cmosx.train.evaluate import evaluate, format_table
 from cmosx.train.runs import Networks, build_cmos, build_sr
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _zero_networks() -> Networks:

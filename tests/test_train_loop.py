@@ -44,13 +44,7 @@ class FakeBSR(torch.utils.data.Dataset):
         return self.items[i]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 cores shared by several processes: one thread avoids OpenMP contention (5-10x faster here).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(tmp_path, name, stage, steps, lr=3e-3, **kw):

@@ -20,9 +20,9 @@ from torch.utils.data import Dataset
 
 from cmosx.errors import DatasetError, UsageError
 from cmosx.io.atomic import atomic_write_bytes
+from cmosx.launch import launch_from_environment
 from cmosx.train.catalog import DATASET_KERNEL, dataset_sigma_max
 from cmosx.train.config import TrainConfig
-from cmosx.train.distributed import env_rank, env_world_size
 
 SYNTHETIC_TEST_SIZE = (480, 640)
 SYNTHETIC_TEST_COUNT = 50  # images per synthetic test group rendered in memory (no --root)
@@ -146,7 +146,7 @@ def ensure_dataset(name: str, root: str | Path | None, seed: int = 0, progress=N
     if not generation_needed(target):
         return target
     check_raw_data(name, raw_root)
-    if env_world_size() > 1 and env_rank() != 0:
+    if not launch_from_environment().is_main:
         _wait_for_rank0(target)
         return target
     from cmosx.train.data.generate import generate_dataset

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cmosx.errors import DeviceError, ModelError, UsageError
 from cmosx.io.atomic import atomic_write_json, atomic_write_text
+from cmosx.launch import launch_from_environment
 from cmosx.train import distributed as dist_utils
 from cmosx.train.checkpoint import (
     capture_rng_state,
@@ -430,7 +431,7 @@ def run_training(
     from cmosx.train.sources import open_train_data
 
     dataset, info = open_train_data(config)
-    if info.record is not None and int(os.environ.get("RANK", "0")) == 0:
+    if info.record is not None and launch_from_environment().is_main:
         atomic_write_json(Path(run_dir) / DATA_FILE, info.record)  # e.g. which photos are train / val / test
     try:
         return train(

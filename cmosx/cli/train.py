@@ -16,6 +16,7 @@ import typer
 
 from cmosx.cli._common import parse_size, report_errors
 from cmosx.errors import UsageError
+from cmosx.launch import launch_from_environment
 from cmosx.train.catalog import DATASET_NAMES
 from cmosx.train.config import PRESET_HARDWARE
 
@@ -233,7 +234,6 @@ def train_command(
         raise UsageError("--export needs the blind stage (a model is a CMOS estimator plus an SR network)")
     _prepare_data(config.dataset, config.root, quiet)
 
-    from cmosx.train.distributed import env_rank
     from cmosx.train.trainer import run_training
 
     bar = None
@@ -251,7 +251,7 @@ def train_command(
     finally:
         if bar is not None:
             bar.close()
-    if env_rank() != 0:
+    if not launch_from_environment().is_main:
         return
     typer.echo(
         f"{run_dir}: steps {result.start_step} -> {result.final_step} in {result.wall_s:.1f} s "
@@ -280,7 +280,6 @@ def _advance(bar, report) -> None:
 
 def _prepare_data(dataset: str, root: str | None, quiet: bool) -> None:
     """Generate the BSR set from the raw data if it is not there yet (saying where it goes), with a bar."""
-    from cmosx.train.distributed import env_rank
     from cmosx.train.sources import ensure_dataset, generated_folder, generation_needed, is_dataset_folder
 
     if root is None or is_dataset_folder(root) or dataset in ("synthetic-bsr", "photo-bsr"):
@@ -288,7 +287,7 @@ def _prepare_data(dataset: str, root: str | None, quiet: bool) -> None:
         return
     target = generated_folder(root)
     bar = None
-    if generation_needed(target) and env_rank() == 0 and not quiet:
+    if generation_needed(target) and launch_from_environment().is_main and not quiet:
         typer.echo(f"generating the {dataset} BSR set from {root} into {target} (once; resumable)", err=True)
 
     def progress(done: int, total: int) -> None:
@@ -310,7 +309,6 @@ def _prepare_data(dataset: str, root: str | None, quiet: bool) -> None:
 
 def _run_recipe(dataset, spec, out, overrides, per_stage, preset, resume, device, command, eval_images, quiet):
     """The whole recipe (:mod:`cmosx.train.recipe`) with a bar per step and a line per finished step."""
-    from cmosx.train.distributed import env_rank
     from cmosx.train.evaluate import EvalReport, format_table
     from cmosx.train.recipe import RECIPE, RecipeProgress, plan_recipe, run_recipe
 
@@ -357,7 +355,7 @@ def _run_recipe(dataset, spec, out, overrides, per_stage, preset, resume, device
         )
     finally:
         lines.close()
-    if env_rank() != 0:
+    if not launch_from_environment().is_main:
         return
     typer.echo(f"model: {result.model} (sha256 {result.sha256}); use it: cmosx upscale --model {result.model} PHOTO")
     if result.metrics:
