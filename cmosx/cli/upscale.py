@@ -1,4 +1,4 @@
-"""``cmosx upscale``: upscale photos x4 (folders, files, globs; JPEG/PNG/TIFF/WebP/BMP/RAW)."""
+"""``cmosx upscale``: upscale photos x4 (folders, files, globs; JPEG/PNG/TIFF/WebP/BMP/HEIC/AVIF/RAW)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from cmosx.cli._common import (
 )
 from cmosx.errors import InputImageError, UsageError
 
-HELP = """Upscale photos x4 (files, folders, globs; JPEG/PNG/TIFF/WebP/BMP and camera RAW).
+HELP = """Upscale photos x4 (files, folders, globs; JPEG/PNG/TIFF/WebP/BMP/HEIC/AVIF and camera RAW).
 
 --scale 4 is the model's native factor. --scale 2 and 3 run the x4 model and then shrink the result with an
 antialiased bicubic filter to the requested size.
@@ -37,7 +37,9 @@ Outputs go under -o OUT_DIR with the input's relative path and stem (folder tree
 beside each input as NAME_x4.EXT without -o. Folder and glob inputs skip hidden files, Thumbs.db/.DS_Store,
 OUT_DIR itself, and earlier NAME_x4 outputs lying beside NAME.
 
---format same keeps the input's format; RAW inputs become 16-bit TIFF. 16-bit inputs stay 16-bit in PNG and
+--format same keeps the input's format; RAW inputs become 16-bit TIFF; HEIC/HEIF phone photos become JPEG (opens
+everywhere, EXIF/ICC kept; cmosx does not encode HEVC); AVIF stays AVIF (where Pillow can write it, else PNG).
+10-bit HEIC/AVIF keeps its depth with --format png or tiff. 16-bit inputs stay 16-bit in PNG and
 TIFF; grayscale stays grayscale; alpha is kept; EXIF (orientation applied and reset to 1, sizes updated,
 thumbnail dropped), XMP and the ICC profile are carried over.
 
@@ -71,7 +73,7 @@ def upscale_command(
     precision: PrecisionOpt = "auto",
     tile: TileOpt = "auto",
     overlap: OverlapOpt = 16,
-    output_format: Annotated[str, typer.Option("--format", help="same, png, jpeg, tiff or webp.")] = "same",
+    output_format: Annotated[str, typer.Option("--format", help="same, png, jpeg, tiff, webp or avif.")] = "same",
     quality: Annotated[int, typer.Option(help="JPEG/WebP quality, 1-100.")] = 95,
     recursive: RecursiveOpt = False,
     overwrite: OverwriteOpt = False,

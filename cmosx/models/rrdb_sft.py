@@ -63,16 +63,16 @@ class RRDBSFTBlock(nn.Module):
         return x + 0.2 * self.rdbs(self.sft(x, prior))
 
 
-def grid_aligned_upsample(lr: Tensor, scale: int) -> Tensor:
+def grid_aligned_upsample(lr: Tensor, scale: int, mode: str = "bilinear") -> Tensor:
     """``B x C x h x w`` -> ``B x C x sh x sw`` bilinear, with HR pixel ``s*i`` exactly on LR pixel ``i``.
 
     This is the sampling grid of the training LR (direct subsampling keeps every ``s``-th HR pixel
     from 0), so the skip path is already in register with the target. The last row and column are
-    extended by replication.
+    extended by replication. ``mode="bicubic"`` interpolates on the same grid (it may overshoot).
     """
     h, w = lr.shape[-2:]
     padded = F.pad(lr, (0, 1, 0, 1), mode="replicate")
-    up = F.interpolate(padded, size=(h * scale + 1, w * scale + 1), mode="bilinear", align_corners=True)
+    up = F.interpolate(padded, size=(h * scale + 1, w * scale + 1), mode=mode, align_corners=True)
     return up[..., : h * scale, : w * scale]
 
 

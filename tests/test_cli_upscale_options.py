@@ -1,4 +1,4 @@
-"""``cmosx upscale --deblur / --keep-bokeh / --blur-map`` through CliRunner with a seeded tiny model."""
+"""``cmosx upscale --deblur / --keep-bokeh / --blur-map`` and phone photos, through CliRunner, tiny model."""
 
 import json
 
@@ -149,3 +149,24 @@ def test_a_folder_of_maps_for_a_batch_and_bad_maps_fail_their_file_only(tmp_path
     one = _invoke("upscale", photos / "good.png", "-o", tmp_path / "o5", "--blur-map", maps / "good_blur.tif",
                   "--blur-map-max", "3", *model_args)  # fmt: skip
     assert one.exit_code == 1 and "float sigma values" in one.output
+
+
+def test_heic_and_avif_photos_through_upscale_keep_metadata(tmp_path, model_args):
+    import pillow_heif
+
+    from cmosx.io import read_image
+    from cmosx.io.formats import avif_writable
+
+    pillow_heif.register_heif_opener()
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "TestCam"
+    rgb = np.asarray(Image.open(_photo(tmp_path / "src.png")))
+    Image.fromarray(rgb).save(tmp_path / "IMG_1.HEIC", exif=exif.tobytes(), quality=95)
+    Image.fromarray(rgb).save(tmp_path / "web.avif", exif=exif.tobytes(), quality=95)
+    result = _invoke("upscale", tmp_path / "IMG_1.HEIC", tmp_path / "web.avif", "--json", *model_args)
+    assert result.exit_code == 0, result.output
+    jpeg = read_image(tmp_path / "IMG_1_x4.jpg")  # HEIC -> JPEG with --format same
+    avif = read_image(tmp_path / ("web_x4.avif" if avif_writable() else "web_x4.png"))
+    for photo in (jpeg, avif):
+        assert (photo.width, photo.height) == (4 * H, 4 * W)  # upright: orientation 6 applied once
+        assert photo.metadata.exif[0x010F] == "TestCam" and photo.metadata.exif.get(0x0112, 1) == 1
