@@ -26,7 +26,10 @@ def model_args(tmp_path_factory):
     with torch.no_grad():  # random weights estimate sigma < 0 (clamped to 0): lift it into the range
         model.cmos.head_blur.out.bias.add_(2.5)
     folder = tmp_path_factory.mktemp("model")
-    card = ModelCard(name="tiny", spec=model.card.spec, num_classes=3, class_names=["a", "b", "c"], sigma_max=5.0)
+    card = ModelCard(
+        name="tiny", spec=model.card.spec, num_classes=3, class_names=["a", "b", "c"], sigma_max=5.0,
+        recipe={"stages": {"estimator": {"config": {"dataset": "synthetic-bsr"}}}},
+    )  # fmt: skip
     save_model(folder / "model.safetensors", folder / "config.json", model.cmos, model.sr, card)
     return ["--model", str(folder), "--device", "cpu", "--precision", "fp32", "--tile", "4096"]
 
@@ -52,7 +55,13 @@ def _pixels(path):
 
 def test_blurmap_round_trip_deblur_strength_in_the_record(tmp_path, model_args):
     photo = _photo(tmp_path / "img.png")
-    assert _invoke("blurmap", photo, "--format", "tiff", *model_args).exit_code == 0
+    maps = _invoke("blurmap", photo, "--format", "tiff", "--semantic", "--json", *model_args)
+    assert maps.exit_code == 0, maps.output
+    (record,) = _records(maps.output)
+    assert any("learnt from synthetic scenes (synthetic-bsr)" in note for note in record["notes"])
+    legend = json.loads((tmp_path / "img_semantic.json").read_text())
+    assert legend["classes_from"]["synthetic"] and legend["classes_from"]["dataset"] == "synthetic-bsr"
+    assert "synthetic scenes" in Image.open(tmp_path / "img_semantic.png").text["cmosx:classes_note"]
     assert _invoke("blurmap", photo, "--format", "npy", "-o", tmp_path / "npy", *model_args).exit_code == 0
     out = tmp_path / "out"
     default = _invoke("upscale", photo, "-o", out / "default", "--json", *model_args)

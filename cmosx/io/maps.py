@@ -190,11 +190,15 @@ def class_colours(count: int) -> list[tuple[int, int, int]]:
     return colours
 
 
-def write_semantic_map(semantic_lr: Tensor, class_names: list[str], png_path: Path, json_path: Path) -> None:
+def write_semantic_map(
+    semantic_lr: Tensor, class_names: list[str], png_path: Path, json_path: Path, provenance: dict | None = None
+) -> None:
     """The most likely class per pixel as a palette PNG (pixel value = class id) plus a JSON legend.
 
     semantic_lr: C x H x W class probabilities. The class names are in the PNG text chunk ``cmosx:classes`` and in
-    ``json_path`` as ``{"classes": [{"id", "name", "color"}...]}``.
+    ``json_path`` as ``{"classes": [{"id", "name", "color"}...]}``; ``provenance`` (where the classes were learnt,
+    :func:`cmosx.models.provenance.semantic_provenance`) goes into the JSON as ``"classes_from"`` and, when it has
+    a note, into the PNG text chunk ``cmosx:classes_note``.
     """
     count = int(semantic_lr.shape[0])
     if count > 256:
@@ -208,7 +212,10 @@ def write_semantic_map(semantic_lr: Tensor, class_names: list[str], png_path: Pa
     legend = [{"id": i, "name": names[i], "color": list(colours[i])} for i in range(count)]
     info = PngInfo()
     info.add_text("cmosx:classes", json.dumps([entry["name"] for entry in legend]))
+    if provenance and provenance.get("note"):
+        info.add_text("cmosx:classes_note", provenance["note"])
     buffer = io.BytesIO()
     image.save(buffer, "PNG", pnginfo=info)
     atomic_write_bytes(png_path, buffer.getvalue())
-    atomic_write_bytes(json_path, (json.dumps({"classes": legend}, indent=1) + "\n").encode("utf-8"))
+    document = {"classes": legend, **({"classes_from": provenance} if provenance else {})}
+    atomic_write_bytes(json_path, (json.dumps(document, indent=1) + "\n").encode("utf-8"))
