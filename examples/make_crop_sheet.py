@@ -40,8 +40,8 @@ from cmosx.models.rrdb_sft import grid_aligned_upsample
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = ROOT / "examples" / "photos"
-# LR top-left (row, col) of each crop: a subject edge against the out-of-focus background.
-CROPS = {"chelsea.png": (8, 330), "coffee.png": (40, 20)}
+# The photos of the sheet; each crop is the 64 x 64 window (LR) closest to half kept, half restored.
+SHEET_PHOTOS = ("chelsea.png", "camera.png")
 CROP = 64  # LR pixels; 256 x 256 at x4
 COLUMNS = ("bicubic (grid-aligned)", "default", "--keep-bokeh", "--deblur 0.5", "blur map")
 
@@ -144,7 +144,7 @@ def main() -> None:
 
     model = resolve_model(args.model)
     sigma_max = float(model.card.sigma_max)
-    paths = args.measure_only if args.measure_only is not None else [PHOTOS / name for name in CROPS]
+    paths = args.measure_only if args.measure_only is not None else [PHOTOS / name for name in SHEET_PHOTOS]
     rows = []
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"machine: {machine}; model {model.card.name}")
@@ -168,7 +168,7 @@ def main() -> None:
         if args.measure_only is not None:
             continue
         weight = results["keep"].bokeh_lr
-        row, col = CROPS.get(path.name) or auto_crop(weight)
+        row, col = auto_crop(weight)
         bicubic = grid_aligned_upsample(rgb[None], 4, mode="bicubic")[0]
         panels = [panel(bicubic, row, col)]
         panels += [panel(results[name].image, row, col) for name in ("default", "keep", "half")]

@@ -1,28 +1,17 @@
 """Keep-bokeh: the weight from the blur map, the blend towards a grid-aligned interpolation, the engine option."""
 
 import pytest
+import test_engine_pipeline as pipeline_tests
 import torch
 
 import cmosx.engine.bokeh as bokeh
-from cmosx.engine.bench import random_model, synthetic_photo
+from cmosx.engine.bench import synthetic_photo
 from cmosx.engine.bokeh import BOKEH_RAMP, BOKEH_SMOOTH_RADIUS, blend_towards_interpolation, bokeh_weight
-from cmosx.engine.pipeline import Upscaler
 from cmosx.errors import UsageError
 from cmosx.models.rrdb_sft import grid_aligned_upsample
 
 H, W = 30, 40
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return random_model("tiny", num_classes=6, seed=7)
-
-
-def make(model, **kwargs):
-    kwargs.setdefault("device", "cpu")
-    kwargs.setdefault("precision", "fp32")
-    kwargs.setdefault("cmos_tile", 4096)
-    return Upscaler(model, **kwargs)
+tiny, make = pipeline_tests.tiny, pipeline_tests.make  # the seeded tiny model fixture and the engine maker
 
 
 def half_and_half(sigma_left=0.0, sigma_right=5.0):
