@@ -17,6 +17,8 @@ class EngineChoice:
     precision: str
     tile: str | int
     overlap: int
+    blur_scale: float = 1.0  # --deblur
+    keep_bokeh: float | None = None  # --keep-bokeh threshold (sigma), None = restore everything
 
 
 def parse_tile(value: str) -> str | int:
@@ -56,7 +58,13 @@ def load_upscaler(choice: EngineChoice) -> tuple[Any, Any]:
 
     model = resolve_model(choice.model)
     upscaler = Upscaler(
-        model, device=choice.device, precision=choice.precision, tile=choice.tile, overlap=choice.overlap
+        model,
+        device=choice.device,
+        precision=choice.precision,
+        tile=choice.tile,
+        overlap=choice.overlap,
+        blur_scale=choice.blur_scale,
+        keep_bokeh=choice.keep_bokeh,
     )
     return upscaler, model
 

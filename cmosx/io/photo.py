@@ -33,7 +33,7 @@ class Photo:
     color: C x H x W float32 in [0, 1], C = 1 (grayscale) or 3 (RGB), straight (not premultiplied) colour.
     alpha: 1 x H x W float32 in [0, 1], or None for opaque images.
     bit_depth: bits per channel of the source samples (8 or 16; float sources count as 16).
-    source_format: "JPEG", "PNG", "TIFF", "WEBP", "BMP" or "RAW".
+    source_format: "JPEG", "PNG", "TIFF", "WEBP", "BMP", "HEIF" (HEIC), "AVIF" or "RAW".
     notes: human-readable remarks about conversions done on read (CMYK -> RGB, ...).
     """
 
