@@ -52,3 +52,13 @@ def test_bench_networks_prints_each_network_of_a_spec():
     assert "reference at 16x16" in result.output and "tiny: CMOS + SR" in result.output
     bad = CliRunner().invoke(app, ["bench", "--networks", "--spec", "huge"])
     assert bad.exit_code == 2 and "unknown spec(s) huge" in bad.output
+
+
+def test_bench_clears_the_precision_cache(tmp_path):
+    from cmosx.engine import precision_cache
+
+    precision_cache.store("k", "bf16", "machine", "model", {})
+    result = CliRunner().invoke(app, ["bench", "--clear-precision-cache"])
+    assert result.exit_code == 0, result.output
+    assert f"cleared 1 precision choice(s) from {precision_cache.cache_path()}" in result.output
+    assert not precision_cache.cache_path().exists() and precision_cache.load("k") is None

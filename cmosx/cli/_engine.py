@@ -51,13 +51,20 @@ def resolve_model(ref: str | None) -> Any:
 
 
 def load_upscaler(choice: EngineChoice) -> tuple[Any, Any]:
-    """Resolve the model and build the engine's ``Upscaler``: returns (upscaler, loaded model)."""
+    """Resolve the model and build the engine's ``Upscaler``: returns (upscaler, loaded model).
+
+    On the CPU the process keeps freed memory for the next tile and photo instead of page-faulting it
+    in again (:func:`cmosx.engine.memory.retain_freed_memory`).
+    """
+    from cmosx.engine.memory import retain_freed_memory
     from cmosx.engine.pipeline import Upscaler
 
     model = resolve_model(choice.model)
     upscaler = Upscaler(
         model, device=choice.device, precision=choice.precision, tile=choice.tile, overlap=choice.overlap
     )
+    if upscaler.device.type == "cpu":
+        retain_freed_memory()
     return upscaler, model
 
 

@@ -91,6 +91,13 @@ def bench_command(
         ),
     ] = False,
     halo: Annotated[bool, typer.Option("--halo", help="With --networks: also the receptive-field probe.")] = False,
+    clear_precision_cache: Annotated[
+        bool,
+        typer.Option(
+            "--clear-precision-cache",
+            help="Instead: forget the measured --precision auto choices (they are measured again on next use).",
+        ),
+    ] = False,
 ) -> None:
     """Time each (model, device, precision, layout) on a synthetic photo and print one row per case.
 
@@ -103,6 +110,15 @@ def bench_command(
     from cmosx.engine.bench import bench_case, compare_outputs, random_model
     from cmosx.engine.device import parse_precision, resolve_device
 
+    if clear_precision_cache:
+        from cmosx.engine.precision_cache import ENV_VAR, clear
+
+        path, count = clear()
+        if path is None:
+            typer.echo(f"the precision cache is off ({ENV_VAR}=off): nothing to clear")
+        else:
+            typer.echo(f"cleared {count} precision choice(s) from {path}")
+        return
     if peak_memory:
         _peak_memory(spec[0] if spec else "tiny", tile)
         return
