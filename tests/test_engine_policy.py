@@ -1,6 +1,8 @@
 """Device, precision and memory policy (no model needed)."""
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -174,3 +176,25 @@ def test_tile_fit_grows_with_budget_and_respects_bounds():
     assert model.tile_for(2e9, batch=4, halo=16, multiple_of=8) < large
     assert model.tile_for(1.0, batch=1, halo=16, multiple_of=8) == 32  # never below the floor
     assert budget_bytes(torch.device("cpu")) > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc policy")
+def test_retained_memory_is_reused_without_page_faults():
+    """In a fresh process: a 64 MiB tensor like the ones freed before costs page faults only without retaining."""
+    code = (
+        "import resource, sys, torch\n"
+        "from cmosx.engine.memory import retain_freed_memory\n"
+        "if sys.argv[1] == '1': assert retain_freed_memory()\n"
+        "counts = []\n"
+        "for _ in range(5):\n"
+        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "    torch.ones(16 << 20).sum()\n"
+        "    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+        "print(min(counts[1:]))\n"  # the first allocation always faults its pages in
+    )
+    faults = {}
+    for retain in ("0", "1"):
+        done = subprocess.run([sys.executable, "-c", code, retain], capture_output=True, text=True, check=True)
+        faults[retain] = int(done.stdout.split()[-1])
+    pages = (64 << 20) // 4096
+    assert faults["0"] > pages // 2 and faults["1"] < pages // 8, faults
