@@ -117,7 +117,9 @@ def bench_command(
     """
     from cmosx.engine.bench import bench_case, compare_outputs, raise_peaks, random_model
     from cmosx.engine.device import parse_precision, resolve_device
+    from cmosx.engine.memory import retain_freed_memory
 
+    retain_freed_memory()  # measure the CPU as `cmosx upscale` runs it (freed memory reused, not page-faulted)
     if clear_precision_cache:
         from cmosx.engine.precision_cache import ENV_VAR, clear
 

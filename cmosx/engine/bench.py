@@ -296,6 +296,9 @@ def peak_rss_case(
     Returns MiB: ``rss_before`` (model and photo ready), ``peak_rss`` (the process's lifetime peak,
     VmHWM), ``output`` (the result's image + maps buffers), and the run's seconds.
     """
+    from cmosx.engine.memory import retain_freed_memory
+
+    retain_freed_memory()  # as `cmosx upscale` does on the CPU
     model = random_model(spec_name)
     engine = Upscaler(model, "cpu", precision, tile=tile, cmos_tile=cmos_tile, tile_batch=1)
     photo = synthetic_photo(height, width)
