@@ -30,6 +30,15 @@ def _empty_hub_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _private_precision_cache(tmp_path, monkeypatch):
+    """No test reads or writes the user's precision cache: each test has its own, empty one."""
+    import cmosx.engine.device as device_mod
+
+    monkeypatch.setenv("CMOSX_PRECISION_CACHE", str(tmp_path / "precision-cache.json"))
+    monkeypatch.setattr(device_mod, "_precision_cache", {})
+
+
+@pytest.fixture(autouse=True)
 def _seed_torch():
     import torch
 

@@ -53,7 +53,12 @@ def resolve_model(ref: str | None) -> Any:
 
 
 def load_upscaler(choice: EngineChoice) -> tuple[Any, Any]:
-    """Resolve the model and build the engine's ``Upscaler``: returns (upscaler, loaded model)."""
+    """Resolve the model and build the engine's ``Upscaler``: returns (upscaler, loaded model).
+
+    On the CPU the process keeps freed memory for the next tile and photo instead of page-faulting it
+    in again (:func:`cmosx.engine.memory.retain_freed_memory`).
+    """
+    from cmosx.engine.memory import retain_freed_memory
     from cmosx.engine.pipeline import Upscaler
 
     model = resolve_model(choice.model)
@@ -66,6 +71,8 @@ def load_upscaler(choice: EngineChoice) -> tuple[Any, Any]:
         blur_scale=choice.blur_scale,
         keep_bokeh=choice.keep_bokeh,
     )
+    if upscaler.device.type == "cpu":
+        retain_freed_memory()
     return upscaler, model
 
 

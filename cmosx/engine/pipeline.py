@@ -40,9 +40,9 @@ from torch import Tensor
 from cmosx.engine.bokeh import blend_towards_interpolation, bokeh_weight
 from cmosx.engine.device import (
     autocast_context,
+    candidate_precisions,
     check_precision_supported,
-    choose_cpu_precision,
-    default_precision,
+    choose_precision,
     parse_precision,
     resolve_device,
 )
@@ -179,19 +179,32 @@ class Upscaler:
         if requested is not None:
             check_precision_supported(requested, self.device)
             return requested
-        chosen = default_precision(self.device, bool(desc.bf16_safe), bool(desc.fp16_safe))
-        if chosen is not None:
-            return chosen
-        chosen, measured = choose_cpu_precision(
-            self._model_key(include_dtype=False), self._probe_sr, bool(desc.bf16_safe)
+        candidates = candidate_precisions(self.device, bool(desc.bf16_safe), bool(desc.fp16_safe))
+        side = 48 if self.device.type == "cpu" else 256  # a GPU needs a larger tile to time more than launches
+        chosen, measured = choose_precision(
+            self.device,
+            self._model_id(),
+            lambda dtype: self._probe_sr(dtype, side),
+            candidates,
+            sync=lambda: _synchronize(self.device),
         )
         self.stats.precision_probe = measured
         return chosen
 
-    def _model_key(self, include_dtype: bool = True) -> tuple:
-        """Identifies the networks' shapes, device and format (for per-process caches)."""
-        key = (repr(self.cmos.spec), repr(self.sr.spec), self.num_classes, str(self.device), str(self.memory_format))
-        return key + (str(self.precision),) if include_dtype else key
+    def _model_id(self) -> str:
+        """Identifies the model for the on-disk precision cache: both specs, classes, weights, memory format."""
+        weights = getattr(self.model, "sha256", "") or getattr(self.model, "source", "")
+        return (
+            f"{self.model.card.name} {weights} {self.cmos.spec!r} {self.sr.spec!r} {self.num_classes} "
+            f"{self.memory_format}"
+        )
+
+    def _model_key(self) -> tuple:
+        """Identifies the networks' shapes, device, format and precision (for per-process caches)."""
+        return (
+            repr(self.cmos.spec), repr(self.sr.spec), self.num_classes, str(self.device), str(self.memory_format),
+            str(self.precision),
+        )  # fmt: skip
 
     def _probe_inputs(self, side_rows: int, side_cols: int) -> tuple[Tensor, Tensor, Tensor]:
         g = torch.Generator().manual_seed(1234)
@@ -462,6 +475,14 @@ class Upscaler:
 
 
 _memory_models: dict[tuple, MemoryModel] = {}
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued device work (for timing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def _cached_memory_model(key: tuple, fit: Callable[[], MemoryModel]) -> MemoryModel:
