@@ -44,3 +44,14 @@ class DatasetError(CmosxError):
 
 class DeviceError(CmosxError):
     """The requested device or precision is not available on this machine."""
+
+
+class CheckpointError(CmosxError):
+    """A training checkpoint is missing, truncated, not a cmosx checkpoint, or holds what it cannot store."""
+
+
+class ArgumentError(CmosxError, ValueError):
+    """A library function was called with a value it does not take (a shape, a mode): the caller's mistake.
+
+    Also a ``ValueError``, so code that catches the builtin keeps working. Exit code 1.
+    """

@@ -1,4 +1,4 @@
-"""Test configuration: offline Hub, deterministic torch, the gpu marker."""
+"""Test configuration: offline Hub, deterministic torch, one torch thread on request, the gpu marker."""
 
 import os
 
@@ -30,11 +30,33 @@ def _empty_hub_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _private_precision_cache(tmp_path, monkeypatch):
+    """No test reads or writes the user's precision cache: each test has its own, empty one."""
+    import cmosx.engine.device as device_mod
+
+    monkeypatch.setenv("CMOSX_PRECISION_CACHE", str(tmp_path / "precision-cache.json"))
+    monkeypatch.setattr(device_mod, "_precision_cache", {})
+
+
+@pytest.fixture(autouse=True)
 def _seed_torch():
     import torch
 
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a whole test module (request it with ``pytestmark``).
+
+    The tests run many small tensor ops on cores shared with other work: extra threads only spin (5-10x
+    slower measured here). Module-scoped so module-scoped fixtures that build data run under it too.
+    """
+    from cmosx.train.data.bsr import one_torch_thread
+
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture

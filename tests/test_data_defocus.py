@@ -20,14 +20,7 @@ from cmosx.train.data.defocus import (
 from cmosx.train.data.scenes import make_scene
 from cmosx.train.data.textures import dead_leaves
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small tensor ops: one thread avoids oversubscription on busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _texture(h, w, seed=0):

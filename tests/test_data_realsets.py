@@ -15,14 +15,7 @@ from cmosx.train.data.cityscapes import CityscapesSource, fill_holes
 from cmosx.train.data.generate import generate_dataset
 from cmosx.train.data.nyuv2 import NYU40_CLASSES, NYUv2Source
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small tensor ops: one thread avoids oversubscription on busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 H, W, N = 24, 32, 5

@@ -14,14 +14,7 @@ from cmosx.train.data.generate import generate_dataset
 from cmosx.train.data.splits import invariant_count, space_invariant_mask
 from cmosx.train.data.synthetic import SyntheticSource, synthetic_sample
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small tensor ops: one thread avoids oversubscription on busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SIZE = (32, 48)

@@ -52,3 +52,47 @@ def test_bench_networks_prints_each_network_of_a_spec():
     assert "reference at 16x16" in result.output and "tiny: CMOS + SR" in result.output
     bad = CliRunner().invoke(app, ["bench", "--networks", "--spec", "huge"])
     assert bad.exit_code == 2 and "unknown spec(s) huge" in bad.output
+
+
+def test_bench_clears_the_precision_cache(tmp_path):
+    from cmosx.engine import precision_cache
+
+    precision_cache.store("k", "bf16", "machine", "model", {})
+    result = CliRunner().invoke(app, ["bench", "--clear-precision-cache"])
+    assert result.exit_code == 0, result.output
+    assert f"cleared 1 precision choice(s) from {precision_cache.cache_path()}" in result.output
+    assert not precision_cache.cache_path().exists() and precision_cache.load("k") is None
+
+
+def test_peak_is_the_best_shape_measured_once_and_never_below_a_network(monkeypatch):
+    calls = []
+
+    def fake_best_time(fn, device, repeats=2):
+        calls.append(1)
+        return 0.01 * len(calls)  # the first shape is the fastest
+
+    monkeypatch.setattr(bench, "_peak_cache", {})
+    monkeypatch.setattr(bench, "best_time", fake_best_time)
+    cpu = torch.device("cpu")
+    peak = bench.conv_peak_gflops(cpu, torch.float32)
+    _run, flops = bench.conv_peak_probe(cpu, torch.float32, bench.PEAK_SHAPES[0])
+    assert len(calls) == len(bench.PEAK_SHAPES) and peak == pytest.approx(flops / 0.01 / 1e9)
+    assert bench.conv_peak_gflops(cpu, torch.float32) == peak and len(calls) == len(bench.PEAK_SHAPES)  # cached
+
+    fields = {name: 1.0 for name in bench.BenchResult.__dataclass_fields__}
+    fields.update(spec="lite", device="cpu", precision="bfloat16", channels_last=True, size="1x1", tile=1)
+    slow = bench.BenchResult(**{**fields, "sr_gflops": 150.0, "conv_peak_gflops": 201.0, "pipeline_gflops": 90.0})
+    fast = bench.BenchResult(**{**fields, "sr_gflops": 372.0, "conv_peak_gflops": 201.0, "pipeline_gflops": 90.0})
+    other = bench.BenchResult(**{**fields, "precision": "float32", "sr_gflops": 50.0, "conv_peak_gflops": 80.0})
+    bench.raise_peaks([slow, fast, other])
+    assert slow.conv_peak_gflops == fast.conv_peak_gflops == 372.0 and other.conv_peak_gflops == 80.0
+    assert fast.sr_fraction_of_peak == 1.0 and slow.sr_fraction_of_peak == pytest.approx(150 / 372)
+
+
+def test_end_to_end_times_the_upscale_path_against_the_networks(capsys):
+    from cmosx.cli.bench import _end_to_end
+
+    _end_to_end(None, "cpu", "fp32", repeats=1, size=(24, 32))
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "32x24 JPEG -> 128x96 JPEG end to end" in line and "its two networks on the whole photo" in line
+    assert float(line.rsplit("ratio ", 1)[1]) > 0

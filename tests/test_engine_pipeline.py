@@ -167,11 +167,14 @@ def test_auto_settings_measure_precision_and_fit_the_tile_on_the_cpu(tiny, monke
     import cmosx.engine.device as device_mod
 
     monkeypatch.delenv("CMOSX_CPU_BF16", raising=False)
-    monkeypatch.setattr(device_mod, "_cpu_precision_cache", {})
     engine = Upscaler(tiny)  # everything auto
     assert engine.device.type == "cpu" or torch.cuda.is_available()
     if engine.device.type == "cpu":
         assert engine.precision in (torch.float32, torch.bfloat16)
-        assert set(engine.stats.precision_probe) == {"speedup", "psnr_db"}
+        assert set(engine.stats.precision_probe) == {"speedup_bf16", "psnr_db_bf16"}
         assert engine.tile_batch == 1
+        # a second engine (as in a second process: the in-process cache emptied) reads the disk cache
+        monkeypatch.setattr(device_mod, "_precision_cache", {})
+        again = Upscaler(tiny)
+        assert again.precision == engine.precision and again.stats.precision_probe == {}
     assert 64 <= engine.tile <= 2048 and engine.cmos_tile >= engine.tile

@@ -1,15 +1,20 @@
 """Device, precision and memory policy (no model needed)."""
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest
 import torch
 
 import cmosx.engine.device as device_mod
+from cmosx.engine import precision_cache
 from cmosx.engine.device import (
     autocast_context,
+    candidate_precisions,
     check_precision_supported,
-    choose_cpu_precision,
+    choose_precision,
     parse_precision,
     resolve_device,
 )
@@ -43,14 +48,18 @@ def test_precision_names_and_support():
     assert autocast_context(torch.device("cpu"), torch.float32).__class__.__name__ == "nullcontext"
 
 
-def _fake_run(t32, t16, noise):
+CPU = torch.device("cpu")
+BF16 = [torch.bfloat16]
+
+
+def _fake_run(seconds: dict, noise: dict):
+    """run(dtype) sleeping ``seconds[dtype]`` and returning a ramp off by ``noise[dtype]``; records calls."""
     calls = []
 
     def run(dtype):
         calls.append(dtype)
-        time.sleep(t32 if dtype == torch.float32 else t16)
-        base = torch.linspace(0, 1, 1000)
-        return base if dtype == torch.float32 else base + noise
+        time.sleep(seconds[dtype])
+        return torch.linspace(0, 1, 1000) + noise.get(dtype, 0.0)
 
     return run, calls
 
@@ -63,26 +72,82 @@ def _fake_run(t32, t16, noise):
         (0.03, 0.005, 0.1, torch.float32),  # faster but not close (20 dB): fp32
     ],
 )
-def test_cpu_precision_is_measured_and_cached(monkeypatch, t32, t16, noise, expected):
+def test_cpu_precision_is_measured_and_cached_on_disk(monkeypatch, t32, t16, noise, expected):
     monkeypatch.delenv("CMOSX_CPU_BF16", raising=False)
-    monkeypatch.setattr(device_mod, "_cpu_precision_cache", {})
-    run, calls = _fake_run(t32, t16, noise)
-    chosen, measured = choose_cpu_precision(("key",), run, bf16_safe=True)
-    assert chosen is expected and set(measured) == {"speedup", "psnr_db"}
+    run, calls = _fake_run({torch.float32: t32, torch.bfloat16: t16}, {torch.bfloat16: noise})
+    chosen, measured = choose_precision(CPU, "model-a", run, BF16)
+    assert chosen is expected and set(measured) == {"speedup_bf16", "psnr_db_bf16"}
     n = len(calls)
-    again, measured_again = choose_cpu_precision(("key",), run, bf16_safe=True)
-    assert again is expected and measured_again == {} and len(calls) == n  # cached: no second probe
+    again, measured_again = choose_precision(CPU, "model-a", run, BF16)
+    assert again is expected and measured_again == {} and len(calls) == n  # in-process cache: no second probe
+    monkeypatch.setattr(device_mod, "_precision_cache", {})  # a new process
+    third, measured_third = choose_precision(CPU, "model-a", run, BF16)
+    assert third is expected and measured_third == {} and len(calls) == n  # read from the disk cache
+    choose_precision(CPU, "model-b", run, BF16)
+    assert len(calls) > n  # another model is measured on its own
+
+
+def test_precision_cache_file_is_atomic_json_and_can_be_cleared_or_turned_off(tmp_path, monkeypatch):
+    monkeypatch.delenv("CMOSX_CPU_BF16", raising=False)
+    path = precision_cache.cache_path()
+    assert path == tmp_path / "precision-cache.json"  # the test's own cache (conftest)
+    run, calls = _fake_run({torch.float32: 0.02, torch.bfloat16: 0.002}, {})
+    choose_precision(CPU, "m", run, BF16)
+    data = json.loads(path.read_text())
+    (entry,) = data["entries"].values()
+    assert entry["precision"] == "bf16" and entry["model"] == "m" and "cpu" in entry["machine"]
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".cmosx-tmp-")]
+    assert precision_cache.clear() == (path, 1) and not path.exists()
+    path.write_text("{ not json")  # a damaged cache reads as empty and is rewritten
+    monkeypatch.setattr(device_mod, "_precision_cache", {})
+    n = len(calls)
+    assert choose_precision(CPU, "m", run, BF16)[0] is torch.bfloat16 and len(calls) > n
+    assert json.loads(path.read_text())["version"] == precision_cache.VERSION
+    monkeypatch.setenv("CMOSX_PRECISION_CACHE", "off")
+    assert precision_cache.cache_path() is None and precision_cache.clear() == (None, 0)
+
+
+def test_default_cache_lives_in_the_user_cache_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("CMOSX_PRECISION_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert precision_cache.cache_path() == tmp_path / "xdg" / "cmosx" / "precision.json"
 
 
 def test_cpu_precision_can_be_forced_and_respects_model_safety(monkeypatch):
-    monkeypatch.setattr(device_mod, "_cpu_precision_cache", {})
-    run, calls = _fake_run(0.0, 0.0, 0.0)
+    run, calls = _fake_run({torch.float32: 0.0, torch.bfloat16: 0.0}, {})
     monkeypatch.setenv("CMOSX_CPU_BF16", "1")
-    assert choose_cpu_precision(("k",), run, bf16_safe=True)[0] is torch.bfloat16
-    assert choose_cpu_precision(("k",), run, bf16_safe=False)[0] is torch.float32
+    assert choose_precision(CPU, "k", run, BF16)[0] is torch.bfloat16
+    assert choose_precision(CPU, "k", run, [])[0] is torch.float32
     monkeypatch.setenv("CMOSX_CPU_BF16", "0")
-    assert choose_cpu_precision(("k",), run, bf16_safe=True)[0] is torch.float32
+    assert choose_precision(CPU, "k", run, BF16)[0] is torch.float32
     assert calls == []
+    assert candidate_precisions(CPU, True, True) == [torch.bfloat16]  # never fp16 on the CPU
+    assert candidate_precisions(CPU, False, True) == []
+
+
+@pytest.mark.parametrize(
+    "times,expected",
+    [
+        ({"fp32": 0.02, "bf16": 0.0227, "fp16": 0.03}, torch.float32),  # bf16 0.88x fp32 (an H100, lite): fp32
+        ({"fp32": 0.03, "bf16": 0.01, "fp16": 0.005}, torch.float16),  # the fastest good candidate
+        ({"fp32": 0.03, "bf16": 0.005, "fp16": 0.01}, torch.bfloat16),
+    ],
+)
+def test_gpu_precision_is_measured_too(monkeypatch, times, expected):
+    """The policy on a GPU, with the device mocked: candidates, measurement and the cache are device-agnostic."""
+    gpu = torch.device("cuda")
+    monkeypatch.setattr(precision_cache, "machine_id", lambda device: "cuda Mock GPU sm90 torch x")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert candidate_precisions(gpu, True, True) == [torch.bfloat16, torch.float16]
+    assert candidate_precisions(gpu, True, False) == [torch.bfloat16]
+    seconds = {torch.float32: times["fp32"], torch.bfloat16: times["bf16"], torch.float16: times["fp16"]}
+    run, calls = _fake_run(seconds, {torch.bfloat16: 1e-3, torch.float16: 1e-4})
+    syncs = []
+    chosen, measured = choose_precision(gpu, "lite", run, [torch.bfloat16, torch.float16], sync=lambda: syncs.append(1))
+    assert chosen is expected and set(measured) == {"speedup_bf16", "psnr_db_bf16", "speedup_fp16", "psnr_db_fp16"}
+    assert len(syncs) == len(calls)  # every timed call waits for the device
+    monkeypatch.setattr(device_mod, "_precision_cache", {})
+    assert choose_precision(gpu, "lite", run, [torch.bfloat16, torch.float16]) == (expected, {})
 
 
 def test_oom_is_recognised_by_type():
@@ -111,3 +176,25 @@ def test_tile_fit_grows_with_budget_and_respects_bounds():
     assert model.tile_for(2e9, batch=4, halo=16, multiple_of=8) < large
     assert model.tile_for(1.0, batch=1, halo=16, multiple_of=8) == 32  # never below the floor
     assert budget_bytes(torch.device("cpu")) > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc policy")
+def test_retained_memory_is_reused_without_page_faults():
+    """In a fresh process: a 64 MiB tensor like the ones freed before costs page faults only without retaining."""
+    code = (
+        "import resource, sys, torch\n"
+        "from cmosx.engine.memory import retain_freed_memory\n"
+        "if sys.argv[1] == '1': assert retain_freed_memory()\n"
+        "counts = []\n"
+        "for _ in range(5):\n"
+        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "    torch.ones(16 << 20).sum()\n"
+        "    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+        "print(min(counts[1:]))\n"  # the first allocation always faults its pages in
+    )
+    faults = {}
+    for retain in ("0", "1"):
+        done = subprocess.run([sys.executable, "-c", code, retain], capture_output=True, text=True, check=True)
+        faults[retain] = int(done.stdout.split()[-1])
+    pages = (64 << 20) // 4096
+    assert faults["0"] > pages // 2 and faults["1"] < pages // 8, faults

@@ -1,7 +1,6 @@
 """``cmosx weights list`` and ``cmosx weights verify`` against a bundled folder built in tmp."""
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from cmosx.cli.main import app
@@ -12,13 +11,7 @@ from cmosx.models.weights_io import ModelCard, build_networks, save_model
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a machine shared by many processes, 2 spinning threads per test are far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

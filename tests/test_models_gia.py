@@ -8,14 +8,7 @@ from cmosx.models.specs import GIA_MODES, GIASpec
 from cmosx.ops.padding import pad_to_multiple
 from cmosx.ops.windows import window_merge, window_split
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a machine shared by many processes, 2 spinning threads per test are far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 15, 20), (2, 5, 30, 60), (1, 1, 45, 40)])

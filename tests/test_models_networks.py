@@ -18,13 +18,7 @@ TINY = SPECS["tiny"]
 NUM_CLASSES = 5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a machine shared by many processes, 2 spinning threads per test are far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _count(module):

@@ -19,13 +19,7 @@ GOLDEN = Path(__file__).parent / "data" / "models_tiny_golden.safetensors"
 CLASSES = ["sky", "ground", "thing"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a machine shared by many processes, 2 spinning threads per test are far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _card(name="tiny-test"):

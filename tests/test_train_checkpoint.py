@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from cmosx.cli._common import parse_size
 from cmosx.errors import UsageError
 from cmosx.train.checkpoint import (
     CheckpointError,
@@ -18,7 +19,7 @@ from cmosx.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from cmosx.train.config import make_config, parse_crop, parse_quality_range
+from cmosx.train.config import make_config, parse_quality_range
 from cmosx.train.samples import StepBatches, TrainSamples, split_steps
 from cmosx.train.schedule import WarmupCosine, warmup_cosine_factor
 
@@ -112,8 +113,9 @@ def test_config_rejects_unknown_and_invalid_options():
     with pytest.raises(UsageError, match="estimator stage"):
         make_config("sr", no_aux=True)
     with pytest.raises(UsageError, match="crop"):
-        parse_crop("12xx")
-    assert parse_crop("480x640") == (480, 640)
+        parse_size("12xx", "--crop", square_ok=True)
+    assert parse_size("480x640", "--crop", square_ok=True) == (480, 640)
+    assert parse_size("96", "--crop", square_ok=True) == (96, 96)
     assert parse_quality_range("90") == (90, None) and parse_quality_range("80-95") == (80, 95)
     for bad in ("80-", "a", "70-80-90"):
         with pytest.raises(UsageError, match="lr-jpeg"):

@@ -14,13 +14,7 @@ from cmosx.train.evaluate import evaluate, format_table
 from cmosx.train.metrics import blur_psnr_ssim, sr_psnr_ssim_y
 from cmosx.train.runs import Networks, build_cmos, build_sr
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _zero_networks() -> Networks:
@@ -195,6 +189,29 @@ def test_miou_is_not_available_without_labels():
     table = format_table(report)
     assert "n/a" in table and "nan" not in table.lower()
     assert report.rows["model"]["test"]["blur_psnr"] is not None  # the blur maps are still scored
+
+
+def test_an_installed_package_is_never_exported_into(tmp_path, monkeypatch):
+    from cmosx.cli.main import app
+    from cmosx.errors import UsageError
+    from cmosx.models import hub
+    from cmosx.train.export import export_run
+
+    installed = tmp_path / "lib" / "python3.12" / "site-packages" / "cmosx" / "_weights"
+    installed.mkdir(parents=True)
+    (installed / "manifest.json").write_text('{"models": {}}')
+    monkeypatch.setattr(hub, "bundled_dir", lambda: installed)
+    with pytest.raises(UsageError, match="part of an installed package: export to a folder you name"):
+        export_run(tmp_path / "blind", "my-model", eval_images=0)
+    with pytest.raises(UsageError, match="installed package"):
+        hub.register_bundled("my-model", "my-model.safetensors", "my-model.json")
+    result = CliRunner().invoke(app, ["weights", "export", str(tmp_path / "blind"), "my-model"])
+    assert result.exit_code == 2 and "installed package" in result.output
+    assert [p.name for p in installed.iterdir()] == ["manifest.json"]
+    checkout = tmp_path / "checkout" / "weights"  # a source checkout's folder (editable install) is used as is
+    checkout.mkdir(parents=True)
+    monkeypatch.setattr(hub, "bundled_dir", lambda: checkout)
+    assert hub.writable_bundled_dir() == checkout
 
 
 def test_cli_trains_three_stages_exports_and_evaluates(tmp_path, monkeypatch):

@@ -44,13 +44,7 @@ class FakeBSR(torch.utils.data.Dataset):
         return self.items[i]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 cores shared by several processes: one thread avoids OpenMP contention (5-10x faster here).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(tmp_path, name, stage, steps, lr=3e-3, **kw):
@@ -222,6 +216,12 @@ def test_estimator_loss_weights_scale_their_terms():
     assert aux_seg == 0 and float(parts["default"][3]) > 0
     with pytest.raises(UsageError, match="loss weights"):
         make_config("estimator", spec="tiny", seg_weight=-1.0)
+    zero = dict(blur_weight=0.0, seg_weight=0.0, aux_blur_weight=0.0, aux_seg_weight=0.0)
+    with pytest.raises(UsageError, match="loss weights are all zero"):
+        make_config("estimator", spec="tiny", **zero)
+    with pytest.raises(UsageError, match="all zero.*--single-task"):  # only the semantic terms are left
+        make_config("estimator", spec="tiny", blur_weight=0.0, aux_blur_weight=0.0, single_task=True)
+    assert make_config("sr", spec="tiny", **zero).stage == "sr"  # the sr stage does not use them
 
 
 def test_the_pixel_loss_is_l1_or_mean_squared_error(tmp_path):

@@ -11,10 +11,8 @@ Files: ``RUN/checkpoints/step-00001200.safetensors``; the newest one is what ``-
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +21,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from cmosx.errors import CmosxError, OutputError
+from cmosx.errors import CheckpointError
+from cmosx.io.atomic import atomic_write
 
 _META_KEY = "cmosx_checkpoint"
 _FORMAT = 1
 _NAME = re.compile(r"^step-(\d{8})\.safetensors$")
-
-
-class CheckpointError(CmosxError):
-    """A checkpoint file is missing, truncated or not a cmosx checkpoint."""
 
 
 def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -49,7 +44,7 @@ def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
         return [_encode(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise TypeError(f"cannot store a {type(value).__name__} at {key!r} in a checkpoint")
+    raise CheckpointError(f"cannot store a {type(value).__name__} at {key!r} in a checkpoint")
 
 
 def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -68,24 +63,11 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``state`` to ``path`` atomically (:mod:`cmosx.io.atomic`, fsynced before the rename)."""
     tensors: dict[str, torch.Tensor] = {}
     structure = _encode(state, "s", tensors)
     metadata = {_META_KEY: json.dumps({"format": _FORMAT, "state": structure})}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        with open(tmp_name, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except OSError as error:
-        raise OutputError(f"{path}: cannot write checkpoint ({error})") from error
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    atomic_write(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cmosx.errors import UsageError
+from cmosx.train.catalog import DATASET_NAMES
 
 STAGES = ("estimator", "sr", "blind")
-DATASETS = ("synthetic-bsr", "photo-bsr", "nyuv2-bsr", "cityscapes-bsr")
 GIA_MODES = ("none", "F", "FC", "FCS")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -100,7 +100,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.stage in STAGES, f"unknown stage {self.stage!r}; choose from {', '.join(STAGES)}")
-        _check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        _check(
+            self.dataset in DATASET_NAMES, f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASET_NAMES)}"
+        )
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         _check(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
         _check(len(self.crop) == 2, f"crop must be (height, width), got {self.crop!r}")
@@ -146,6 +148,24 @@ class TrainConfig:
                 self.semantics_in_sr and not self.unconditioned,
                 "--no-semantics-in-sr and --unconditioned apply to the sr and blind stages",
             )
+            _check(
+                any(self.estimator_loss_weights().values()),
+                f"the estimator's loss weights are all zero (blur, seg, aux blur, aux seg = {weights}"
+                f"{', with --single-task' if self.single_task else ''}{', with --no-aux' if self.no_aux else ''}):"
+                " nothing would be trained",
+            )
+
+    def estimator_loss_weights(self) -> dict[str, float]:
+        """The weights of the estimator's loss terms (blur, seg, aux_blur, aux_seg) after the ablations.
+
+        ``single_task`` drops both semantic terms, ``no_aux`` both auxiliary ones.
+        """
+        return {
+            "blur": self.blur_weight,
+            "seg": 0.0 if self.single_task else self.seg_weight,
+            "aux_blur": 0.0 if self.no_aux else self.aux_blur_weight,
+            "aux_seg": 0.0 if (self.no_aux or self.single_task) else self.aux_seg_weight,
+        }
 
     def degradation(self):
         """The synthetic-bsr LR degradation these settings describe (a ``Degradation``; UsageError if invalid)."""
@@ -263,19 +283,6 @@ def make_config(stage: str, preset: str = "cpu", **overrides: Any) -> TrainConfi
     if isinstance(values.get("crop"), int):
         values["crop"] = (values["crop"], values["crop"])
     return TrainConfig(stage=stage, preset=preset, **values)
-
-
-def parse_crop(text: str) -> tuple[int, int]:
-    """``"96"`` -> (96, 96); ``"480x640"`` -> (480, 640) (height x width, HR pixels)."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise UsageError(f"--crop must be N or HxW (HR pixels), got {text!r}") from None
-    if len(parts) == 1:
-        return (parts[0], parts[0])
-    if len(parts) == 2:
-        return (parts[0], parts[1])
-    raise UsageError(f"--crop must be N or HxW (HR pixels), got {text!r}")
 
 
 def parse_quality_range(text: str) -> tuple[int, int | None]:

@@ -8,14 +8,14 @@ here is a no-op, so single-process runs take the same code path.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from cmosx.errors import DeviceError
+from cmosx.engine.device import resolve_device
+from cmosx.launch import launch_from_environment
 
 
 @dataclass(frozen=True)
@@ -37,31 +37,18 @@ class DistContext:
 
 
 def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """ "auto" -> ``cuda:<local_rank>`` when CUDA is present, else CPU. DeviceError for an unavailable one."""
+    """The training device: "auto" -> ``cuda:<local_rank>`` when CUDA is present, else the CPU (training does
+    not pick MPS by itself); a named one is checked by :func:`cmosx.engine.device.resolve_device`
+    (UsageError for an unknown name, DeviceError for one this machine lacks)."""
     if device == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    chosen = torch.device(device)
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device {device!r} requested but CUDA is not available")
-    return chosen
-
-
-def env_rank() -> int:
-    """This process's rank as torchrun set it (0 without torchrun)."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def env_local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def env_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return resolve_device(device)
 
 
 def init_from_env(device: str = "auto") -> DistContext:
     """Join the process group described by torchrun's environment variables (if any)."""
-    world_size, rank, local_rank = env_world_size(), env_rank(), env_local_rank()
+    launch = launch_from_environment()
+    world_size, rank, local_rank = launch.world_size, launch.rank, launch.local_rank or 0
     chosen = pick_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if chosen.type == "cuda" else "gloo"
@@ -77,10 +64,6 @@ def wrap(module: nn.Module, ctx: DistContext) -> nn.Module:
         return module
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
 
 def all_reduce_mean(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:

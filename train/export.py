@@ -4,7 +4,9 @@ The card carries the recipe (the blind run and, where they are run folders, the 
 came from: configs, exact commands, steps, wall time) and the evaluation figures measured on the
 dataset's test groups. ``dest`` is either a NAME -- written into the bundled folder (``weights/``) as
 ``NAME.safetensors`` + ``NAME.json`` and registered in ``weights/manifest.json`` -- or a folder path,
-which receives ``model.safetensors`` + ``config.json``.
+which receives ``model.safetensors`` + ``config.json``. A NAME works only where the bundled folder is a
+source checkout's (an editable install); an installed package is never written into (a UsageError asks
+for a folder path instead).
 
 ``companions`` ({"upper": RUN, "baseline": RUN}) stores the SR networks of the evaluation's other rows
 beside the model (``NAME.upper.safetensors`` bundled, ``upper.safetensors`` in a folder), listed in the
@@ -127,6 +129,19 @@ def export_run(
     from cmosx.models.weights_io import ModelCard, save_model, save_sr_network
 
     run_dir = Path(run_dir)
+    bundled = "/" not in dest and "\\" not in dest and not dest.startswith(".")
+    if bundled:
+        if not _NAME.match(dest):
+            raise UsageError(f"model name {dest!r}: use letters, digits, '.', '_' and '-'")
+        from cmosx.models.hub import bundled_models, register_bundled, writable_bundled_dir
+
+        folder = writable_bundled_dir()  # before any work: an installed package is not written into
+        weights, config = folder / f"{dest}.safetensors", folder / f"{dest}.json"
+        name = dest
+    else:
+        folder = Path(dest)
+        weights, config = folder / "model.safetensors", folder / "config.json"
+        name = folder.name
     info = read_run_info(run_dir)
     if info.config.stage != "blind":
         raise UsageError(f"{run_dir}: only a blind-stage run holds a complete model (this is {info.config.stage!r})")
@@ -139,19 +154,6 @@ def export_run(
             nets, info.config, upper=extra.get("upper"), baseline=extra.get("baseline"), eval_images=eval_images
         )
         metrics = report.to_dict()
-    bundled = "/" not in dest and "\\" not in dest and not dest.startswith(".")
-    if bundled:
-        if not _NAME.match(dest):
-            raise UsageError(f"model name {dest!r}: use letters, digits, '.', '_' and '-'")
-        from cmosx.models.hub import bundled_dir, bundled_models, register_bundled
-
-        folder = bundled_dir()
-        weights, config = folder / f"{dest}.safetensors", folder / f"{dest}.json"
-        name = dest
-    else:
-        folder = Path(dest)
-        weights, config = folder / "model.safetensors", folder / "config.json"
-        name = folder.name
     dtypes = {None: None, "float32": None, "float16": torch.float16}
     if storage_dtype not in dtypes:
         raise UsageError(f"storage dtype {storage_dtype!r}: use float32 or float16")

@@ -30,9 +30,11 @@ from typing import Any
 import torch
 
 from cmosx.errors import UsageError
+from cmosx.io.atomic import atomic_write_json
+from cmosx.launch import launch_from_environment
 from cmosx.train.checkpoint import checkpoint_path
 from cmosx.train.config import TrainConfig, make_config
-from cmosx.train.runs import RUN_FILE, load_networks, read_run_info, write_json_atomic
+from cmosx.train.runs import RUN_FILE, load_networks, read_run_info
 
 RECIPE_FILE = "recipe.json"
 MODEL_FOLDER = "model"
@@ -163,7 +165,7 @@ def read_recipe(out: Path) -> dict[str, Any]:
 
 
 def _record(out: Path, plan: list[PlannedStep], command: str, done: dict[str, StepSummary], model: dict) -> None:
-    write_json_atomic(
+    atomic_write_json(
         out / RECIPE_FILE,
         {
             "dataset": plan[0].config.dataset,
@@ -235,7 +237,7 @@ def run_recipe(
     progress = progress or RecipeProgress()
     if not resume and (out / RECIPE_FILE).is_file():
         raise UsageError(f"{out}: holds a recipe already; pass --resume to continue it, or another --out")
-    main = dist_utils.env_rank() == 0
+    main = launch_from_environment().is_main
     saved = read_recipe(out) if resume and (out / RECIPE_FILE).is_file() else None
     if resume:  # every step, before anything is written: a refused resume leaves the folder as it was
         for planned in plan:
@@ -252,7 +254,7 @@ def run_recipe(
                 )  # fmt: skip
     if main:
         _record(out, plan, command, done, {})
-    eval_device = dist_utils.pick_device(device, dist_utils.env_local_rank())
+    eval_device = dist_utils.pick_device(device, launch_from_environment().local_rank or 0)
     result = RecipeResult(out=out)
     try:
         for index, planned in enumerate(plan):

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from cmosx.errors import ModelError, OutputError, UsageError
+from cmosx.errors import ModelError, UsageError
 from cmosx.models.specs import ModelSpec, get_spec, spec_from_dict, spec_to_dict
 from cmosx.train.checkpoint import latest_checkpoint, load_checkpoint
 from cmosx.train.config import TrainConfig
@@ -37,23 +35,6 @@ def split_companion_ref(ref: str) -> tuple[str, str | None]:
     if sep and base and role in COMPANION_ROLES and not Path(ref).exists():
         return base, role
     return ref, None
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except OSError as error:
-        raise OutputError(f"{path}: cannot write ({error})") from error
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def model_spec_for(config: TrainConfig) -> ModelSpec:

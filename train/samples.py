@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from cmosx.errors import DatasetError
+from cmosx.errors import ArgumentError, DatasetError
 from cmosx.train.data.augment import augment
 from cmosx.train.data.degrade import Degradation
 
@@ -159,5 +159,5 @@ class StepBatches(Sampler[list[int]]):
 def split_steps(samples: list[Any], batch_size: int) -> list[list[Any]]:
     """A chunk's samples (as :class:`StepBatches` ordered them) -> one list per optimizer step."""
     if len(samples) % batch_size:
-        raise ValueError(f"a chunk of {len(samples)} samples is not whole steps of {batch_size}")
+        raise ArgumentError(f"a chunk of {len(samples)} samples is not whole steps of {batch_size}")
     return [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]

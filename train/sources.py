@@ -20,11 +20,10 @@ from torch.utils.data import Dataset
 
 from cmosx.errors import DatasetError, UsageError
 from cmosx.io.atomic import atomic_write_bytes
+from cmosx.launch import launch_from_environment
+from cmosx.train.catalog import DATASET_KERNEL, dataset_sigma_max
 from cmosx.train.config import TrainConfig
-from cmosx.train.distributed import env_rank, env_world_size
 
-# Classes and largest sigma of the paper's sets (kernel 21 -> sigma_max 5; kernel 61 -> 15).
-_SIGMA_MAX = {"synthetic-bsr": 5.0, "photo-bsr": 5.0, "nyuv2-bsr": 5.0, "cityscapes-bsr": 15.0}
 SYNTHETIC_TEST_SIZE = (480, 640)
 SYNTHETIC_TEST_COUNT = 50  # images per synthetic test group rendered in memory (no --root)
 STREAM_LENGTH = 1 << 40  # "infinite" streaming dataset: sample k is scene k
@@ -49,7 +48,6 @@ def is_dataset_folder(root: str | Path | None) -> bool:
     return root is not None and (Path(root) / "dataset.json").is_file()
 
 
-_REAL_KERNEL = {"nyuv2-bsr": 21, "cityscapes-bsr": 61}
 DATA_ENV = "CMOSX_DATA"  # a folder holding the raw sets as DATA/cityscapes and DATA/nyuv2
 RAW_FOLDER = {"cityscapes-bsr": "cityscapes", "nyuv2-bsr": "nyuv2"}
 COMPLETE_MARK = ".complete"  # written into a generated BSR folder once every sample is there
@@ -148,7 +146,7 @@ def ensure_dataset(name: str, root: str | Path | None, seed: int = 0, progress=N
     if not generation_needed(target):
         return target
     check_raw_data(name, raw_root)
-    if env_world_size() > 1 and env_rank() != 0:
+    if not launch_from_environment().is_main:
         _wait_for_rank0(target)
         return target
     from cmosx.train.data.generate import generate_dataset
@@ -163,7 +161,7 @@ def ensure_dataset(name: str, root: str | Path | None, seed: int = 0, progress=N
         source = CityscapesSource(raw_root)
     (target / FAILED_MARK).unlink(missing_ok=True)
     try:
-        generate_dataset(source, target, seed=seed, kernel_size=_REAL_KERNEL[name], progress=progress)
+        generate_dataset(source, target, seed=seed, kernel_size=DATASET_KERNEL[name], progress=progress)
     except BaseException as error:
         if target.is_dir():
             with contextlib.suppress(OSError):
@@ -175,7 +173,7 @@ def ensure_dataset(name: str, root: str | Path | None, seed: int = 0, progress=N
 
 def _folder_info(name: str, ds: Any) -> DataInfo:
     info = getattr(ds, "info", {})
-    sigma_max = float(info.get("sigma_max", _SIGMA_MAX[name]))
+    sigma_max = float(info.get("sigma_max", dataset_sigma_max(name)))
     return DataInfo(name=name, class_names=list(ds.classes), sigma_max=sigma_max, streaming=False)
 
 
@@ -207,7 +205,7 @@ def open_train_data(config: TrainConfig) -> tuple[Dataset, DataInfo]:
         from cmosx.train.data.photos import describe_split
 
         record = {"photos_folder": str(config.photos), "photos_by_split": describe_split(config.photos)}
-        return ds, DataInfo("photo-bsr", list(SYNTHETIC_CLASSES), _SIGMA_MAX["photo-bsr"], True, record)
+        return ds, DataInfo("photo-bsr", list(SYNTHETIC_CLASSES), dataset_sigma_max("photo-bsr"), True, record)
     ds = SyntheticBSR(
         seed=config.seed,
         size=config.scene_size,
@@ -216,7 +214,7 @@ def open_train_data(config: TrainConfig) -> tuple[Dataset, DataInfo]:
         length=STREAM_LENGTH,
         degradation=degradation,
     )
-    return ds, DataInfo("synthetic-bsr", list(SYNTHETIC_CLASSES), _SIGMA_MAX["synthetic-bsr"], streaming=True)
+    return ds, DataInfo("synthetic-bsr", list(SYNTHETIC_CLASSES), dataset_sigma_max("synthetic-bsr"), streaming=True)
 
 
 class SyntheticTestGroup(Dataset):
@@ -281,7 +279,7 @@ def open_test_group(
     from cmosx.train.data import SYNTHETIC_CLASSES
 
     ds = SyntheticTestGroup(group, seed, count or SYNTHETIC_TEST_COUNT, size or SYNTHETIC_TEST_SIZE)
-    return ds, DataInfo(name, list(SYNTHETIC_CLASSES), _SIGMA_MAX[name], streaming=False)
+    return ds, DataInfo(name, list(SYNTHETIC_CLASSES), dataset_sigma_max(name), streaming=False)
 
 
 PHOTO_SPLITS = ("test", "val")

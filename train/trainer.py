@@ -32,6 +32,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cmosx.errors import DeviceError, ModelError, UsageError
+from cmosx.io.atomic import atomic_write_json, atomic_write_text
+from cmosx.launch import launch_from_environment
 from cmosx.train import distributed as dist_utils
 from cmosx.train.checkpoint import (
     capture_rng_state,
@@ -53,7 +55,6 @@ from cmosx.train.runs import (
     load_networks,
     model_spec_for,
     read_run_info,
-    write_json_atomic,
 )
 from cmosx.train.samples import StepBatches, TrainSamples, split_steps
 from cmosx.train.stages import BlindStage, EstimatorStage, SRStage, part_names
@@ -135,12 +136,7 @@ def build_stage(
     use_blur = not config.unconditioned
     use_semantics = config.semantics_in_sr and not config.unconditioned
     if config.stage == "estimator":
-        weights = {
-            "blur": config.blur_weight,
-            "seg": 0.0 if config.single_task else config.seg_weight,
-            "aux_blur": 0.0 if config.no_aux else config.aux_blur_weight,
-            "aux_seg": 0.0 if (config.no_aux or config.single_task) else config.aux_seg_weight,
-        }
+        weights = config.estimator_loss_weights()
         cmos = build_cmos(spec, num_classes)
         if config.init:
             cmos, cmos_spec = _init_from(config, "cmos", num_classes)
@@ -200,7 +196,7 @@ def _truncate_log(path: Path, last_step: int) -> None:
     kept = [
         line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= last_step
     ]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def train(
@@ -267,7 +263,7 @@ def train(
     session_slot = len(info.sessions)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / RUN_FILE, info.to_dict())
+        atomic_write_json(run_dir / RUN_FILE, info.to_dict())
         if resume_from is not None:
             _truncate_log(run_dir / METRICS_FILE, start)
     dist_utils.barrier(ctx)
@@ -361,7 +357,7 @@ def train(
                 _save(run_dir, step, stage, optimizer, scheduler, scaler, config, ctx)
                 if ctx.is_main:  # a session killed later still shows the steps its checkpoints hold
                     _record_session(info, session_slot, command, start, step, time.perf_counter() - t_start, ctx)
-                    write_json_atomic(run_dir / RUN_FILE, info.to_dict())
+                    atomic_write_json(run_dir / RUN_FILE, info.to_dict())
     finally:
         if log_handle is not None:
             log_handle.close()
@@ -371,7 +367,7 @@ def train(
     result.steps_per_s = (step - start) / result.wall_s if result.wall_s > 0 else math.nan
     if ctx.is_main:
         _record_session(info, session_slot, command, start, step, result.wall_s, ctx, finished=True)
-        write_json_atomic(run_dir / RUN_FILE, info.to_dict())
+        atomic_write_json(run_dir / RUN_FILE, info.to_dict())
     return result
 
 
@@ -435,8 +431,8 @@ def run_training(
     from cmosx.train.sources import open_train_data
 
     dataset, info = open_train_data(config)
-    if info.record is not None and int(os.environ.get("RANK", "0")) == 0:
-        write_json_atomic(Path(run_dir) / DATA_FILE, info.record)  # e.g. which photos are train / val / test
+    if info.record is not None and launch_from_environment().is_main:
+        atomic_write_json(Path(run_dir) / DATA_FILE, info.record)  # e.g. which photos are train / val / test
     try:
         return train(
             config,

@@ -54,6 +54,7 @@ class Outcome:
     input_size: tuple[int, int] | None = None
     output_size: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)  # extra fields for the file's report record
 
 
 @dataclass
@@ -338,6 +339,7 @@ def _run_one(job: Job, options: BatchOptions, processor: Processor | None, bars:
             input_size=list(outcome.input_size) if outcome.input_size else None,
             output_size=list(outcome.output_size) if outcome.output_size else None,
             notes=outcome.notes,
+            **outcome.details,
         )
     record["seconds"] = round(time.perf_counter() - start, 4)
     record["model"] = processor.model

@@ -10,7 +10,7 @@ from typing import Annotated, Optional, TypeVar
 
 import typer
 
-from cmosx.errors import CmosxError
+from cmosx.errors import CmosxError, UsageError
 
 F = TypeVar("F", bound=Callable)
 
@@ -34,6 +34,27 @@ def report_errors(func: F) -> F:
             raise typer.Exit(error.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def parse_size(text: str, option: str, *, square_ok: bool = False, multiple: int = 1) -> tuple[int, int]:
+    """A size option: ``"480x640"`` -> (480, 640) (height x width); with ``square_ok`` also ``"96"`` -> (96, 96).
+
+    :class:`UsageError` naming ``option`` when ``text`` is not that shape, or a side is not a positive
+    multiple of ``multiple``.
+    """
+    shape = "N or HEIGHTxWIDTH" if square_ok else "HEIGHTxWIDTH"
+    try:
+        parts = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        parts = ()
+    if len(parts) == 1 and square_ok:
+        parts = (parts[0], parts[0])
+    if len(parts) != 2:
+        raise UsageError(f"{option} must look like {shape} (e.g. 480x640), got {text!r}")
+    if min(parts) < 1 or any(side % multiple for side in parts):
+        kind = "positive" if multiple == 1 else f"positive multiples of {multiple}"
+        raise UsageError(f"{option} {text}: height and width must be {kind}")
+    return parts[0], parts[1]
 
 
 # Options shared by the photo commands (``upscale``, ``blurmap``): one definition, the same help everywhere.

@@ -17,6 +17,8 @@ class EngineChoice:
     precision: str
     tile: str | int
     overlap: int
+    blur_scale: float = 1.0  # --deblur
+    keep_bokeh: float | None = None  # --keep-bokeh threshold (sigma), None = restore everything
 
 
 def parse_tile(value: str) -> str | int:
@@ -51,13 +53,26 @@ def resolve_model(ref: str | None) -> Any:
 
 
 def load_upscaler(choice: EngineChoice) -> tuple[Any, Any]:
-    """Resolve the model and build the engine's ``Upscaler``: returns (upscaler, loaded model)."""
+    """Resolve the model and build the engine's ``Upscaler``: returns (upscaler, loaded model).
+
+    On the CPU the process keeps freed memory for the next tile and photo instead of page-faulting it
+    in again (:func:`cmosx.engine.memory.retain_freed_memory`).
+    """
+    from cmosx.engine.memory import retain_freed_memory
     from cmosx.engine.pipeline import Upscaler
 
     model = resolve_model(choice.model)
     upscaler = Upscaler(
-        model, device=choice.device, precision=choice.precision, tile=choice.tile, overlap=choice.overlap
+        model,
+        device=choice.device,
+        precision=choice.precision,
+        tile=choice.tile,
+        overlap=choice.overlap,
+        blur_scale=choice.blur_scale,
+        keep_bokeh=choice.keep_bokeh,
     )
+    if upscaler.device.type == "cpu":
+        retain_freed_memory()
     return upscaler, model
 
 

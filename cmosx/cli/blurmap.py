@@ -31,7 +31,10 @@ HELP = """Write the estimated defocus-blur map (and with --semantic the semantic
 Per image NAME: NAME_blur.png, a colour preview (viridis, 0 to the model's sigma_max, legend bar with the sigma
 values under the map); NAME_blur.tif (or NAME_blur.npy with --format npy), the float32 map: Gaussian blur sigma
 in pixels of the x4 output, one value per input pixel. With --semantic: NAME_semantic.png (palette PNG, pixel
-value = class id) and NAME_semantic.json (class names and colours from the model card).
+value = class id) and NAME_semantic.json (class names and colours from the model card, and the data the classes
+were learnt from). The classes are the training data's: a model trained on synthetic scenes (the bundled one:
+background, ground, wall, picture, plant, box, ball) marks texture/layout patches of a real photo, not its
+objects; the JSON file and a note on each file then say so.
 
 Same batch rules as upscale: files, folders, globs, --recursive, -o OUT_DIR (else beside each input),
 --overwrite / --skip-existing, --dry-run, --json, torchrun sharding; exit 0 / 1 (a file failed) / 2 (usage)."""
@@ -47,7 +50,9 @@ def register(app: typer.Typer) -> None:
 def blurmap_command(
     inputs: InputsArg,
     output_dir: OutputDirOpt = None,
-    semantic: Annotated[bool, typer.Option("--semantic", help="Also write the semantic map.")] = False,
+    semantic: Annotated[
+        bool, typer.Option("--semantic", help="Also write the semantic map (the training data's classes).")
+    ] = False,
     map_format: Annotated[str, typer.Option("--format", help="Float map format: tiff or npy.")] = "tiff",
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
@@ -103,19 +108,23 @@ def make_blurmap_processor(choice, map_format: str, semantic: bool, max_pixels: 
     from cmosx.cli._engine import load_upscaler, model_label
     from cmosx.io import read_image
     from cmosx.io.maps import write_blur_map, write_blur_preview, write_semantic_map
+    from cmosx.models.provenance import semantic_provenance
 
     upscaler, model = load_upscaler(choice)
     label = model_label(model)
     sigma_max = float(model.card.sigma_max)
     class_names = list(model.card.class_names)
+    provenance = semantic_provenance(model.card)
 
     def run(job, progress) -> Outcome:
         photo = read_image(job.input, max_pixels=max_pixels)
         maps = upscaler.estimate_maps(photo.rgb(), progress=progress)
         write_blur_preview(maps.blur_lr, job.outputs[0], sigma_max, model=label)
         write_blur_map(maps.blur_lr, job.outputs[1], map_format, model=label)
+        notes = list(photo.notes)
         if semantic:
-            write_semantic_map(maps.semantic_lr, class_names, job.outputs[2], job.outputs[3])
-        return Outcome(photo.size, photo.size, list(photo.notes))
+            write_semantic_map(maps.semantic_lr, class_names, job.outputs[2], job.outputs[3], provenance)
+            notes += [provenance["note"]] if provenance["note"] else []
+        return Outcome(photo.size, photo.size, notes)
 
     return Processor(run=run, model=label)

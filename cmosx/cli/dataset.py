@@ -8,19 +8,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from cmosx.cli._common import report_errors
+from cmosx.cli._common import parse_size, report_errors
 from cmosx.errors import UsageError
+from cmosx.train.catalog import DATASET_KERNEL, DATASET_NAMES
 
 group = typer.Typer(help="Generate and inspect BSR datasets.", no_args_is_help=True)
 
-DEFAULT_KERNEL = {"synthetic-bsr": 21, "photo-bsr": 21, "nyuv2-bsr": 21, "cityscapes-bsr": 61}
-
-
-class DatasetName(str, Enum):
-    synthetic = "synthetic-bsr"
-    photo = "photo-bsr"
-    nyuv2 = "nyuv2-bsr"
-    cityscapes = "cityscapes-bsr"
+# The choices of --dataset, one per known dataset (members named by the part before "-bsr").
+DatasetName = Enum("DatasetName", {name.removesuffix("-bsr"): name for name in DATASET_NAMES}, type=str)
 
 
 class DownsamplerName(str, Enum):
@@ -30,16 +25,6 @@ class DownsamplerName(str, Enum):
 
 def register(app: typer.Typer) -> None:
     app.add_typer(group, name="dataset")
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UsageError(f"--size must look like 480x640 (HEIGHTxWIDTH), got {text!r}") from None
-    if h <= 0 or w <= 0 or h % 4 or w % 4:
-        raise UsageError(f"--size {text}: height and width must be positive multiples of 4")
-    return h, w
 
 
 @group.command(name="generate")
@@ -94,20 +79,20 @@ def generate_command(
         raise UsageError(f"--count must be >= 1, got {count}")
     if test_count < 0 or val_count < 0:
         raise UsageError("--test-count and --val-count must be >= 0")
-    kernel = kernel_size or DEFAULT_KERNEL[name]
+    kernel = kernel_size or DATASET_KERNEL[name]
     degradation = Degradation(scale=4, downsampler=downsampler.value, noise_sigma=noise, jpeg_quality=jpeg)
     if name == "synthetic-bsr":
         from cmosx.train.data.synthetic import SyntheticSource
 
         counts = {"train": 800 if count is None else count, "val": val_count, "test": test_count}
-        source = SyntheticSource(seed, counts, _parse_size(size), textures)
+        source = SyntheticSource(seed, counts, parse_size(size, "--size", multiple=4), textures)
     elif name == "photo-bsr":
         from cmosx.train.data.photos import PhotoSource
 
         if photos is None:
             raise UsageError("photo-bsr needs --photos DIR (a folder of your own photos)")
         counts = {"train": 800 if count is None else count, "val": val_count, "test": test_count}
-        source = PhotoSource(photos, seed, counts, _parse_size(size))
+        source = PhotoSource(photos, seed, counts, parse_size(size, "--size", multiple=4))
     elif name == "nyuv2-bsr":
         from cmosx.train.data.nyuv2 import NYUv2Source
 

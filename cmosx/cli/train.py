@@ -14,8 +14,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from cmosx.cli._common import report_errors
+from cmosx.cli._common import parse_size, report_errors
 from cmosx.errors import UsageError
+from cmosx.launch import launch_from_environment
+from cmosx.train.catalog import DATASET_NAMES
 from cmosx.train.config import PRESET_HARDWARE
 
 
@@ -37,7 +39,7 @@ synthetic-bsr needs no data (scenes are rendered on the fly)."""
 
 @report_errors
 def train_command(
-    dataset: Annotated[str, typer.Option("--dataset", help="synthetic-bsr | photo-bsr | nyuv2-bsr | cityscapes-bsr")],
+    dataset: Annotated[str, typer.Option("--dataset", help=" | ".join(DATASET_NAMES))],
     stage: Annotated[
         Optional[str],
         typer.Option("--stage", help="Run one stage: estimator (CMOS) | sr (RRDB-SFT, GT maps) | blind. Default: all."),
@@ -97,7 +99,10 @@ def train_command(
     ] = None,
     export: Annotated[
         Optional[str],
-        typer.Option("--export", help="After training, export the model: a NAME (into weights/) or a folder path."),
+        typer.Option(
+            "--export",
+            help="After training, export the model: a folder path, or a NAME (into weights/, source checkouts only).",
+        ),
     ] = None,
     export_eval: Annotated[
         int, typer.Option("--export-eval", help="Images per test group evaluated for the model card (0: none).")
@@ -157,7 +162,7 @@ def train_command(
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or per-stage lines.")] = False,
 ) -> None:
-    from cmosx.train.config import make_config, parse_crop, parse_quality_range
+    from cmosx.train.config import make_config, parse_quality_range
     from cmosx.train.runs import RUN_FILE, read_run_info
     from cmosx.train.sources import raw_data_root
 
@@ -169,7 +174,7 @@ def train_command(
         root=str(raw_root) if raw_root else None,
         steps=steps,
         batch_size=batch_size,
-        crop=parse_crop(crop) if crop else None,
+        crop=parse_size(crop, "--crop", square_ok=True) if crop else None,
         lr=lr,
         warmup_steps=warmup,
         seed=seed,
@@ -187,7 +192,7 @@ def train_command(
         checkpoint_every=checkpoint_every,
         photos=str(photos) if photos else None,
         procedural_share=procedural_share,
-        scene_size=parse_crop(scene_size) if scene_size else None,
+        scene_size=parse_size(scene_size, "--scene-size", square_ok=True) if scene_size else None,
         crops_per_scene=crops_per_scene,
         lr_noise=lr_noise,
         lr_jpeg=jpeg_range[0],
@@ -229,7 +234,6 @@ def train_command(
         raise UsageError("--export needs the blind stage (a model is a CMOS estimator plus an SR network)")
     _prepare_data(config.dataset, config.root, quiet)
 
-    from cmosx.train.distributed import env_rank
     from cmosx.train.trainer import run_training
 
     bar = None
@@ -247,7 +251,7 @@ def train_command(
     finally:
         if bar is not None:
             bar.close()
-    if env_rank() != 0:
+    if not launch_from_environment().is_main:
         return
     typer.echo(
         f"{run_dir}: steps {result.start_step} -> {result.final_step} in {result.wall_s:.1f} s "
@@ -276,7 +280,6 @@ def _advance(bar, report) -> None:
 
 def _prepare_data(dataset: str, root: str | None, quiet: bool) -> None:
     """Generate the BSR set from the raw data if it is not there yet (saying where it goes), with a bar."""
-    from cmosx.train.distributed import env_rank
     from cmosx.train.sources import ensure_dataset, generated_folder, generation_needed, is_dataset_folder
 
     if root is None or is_dataset_folder(root) or dataset in ("synthetic-bsr", "photo-bsr"):
@@ -284,7 +287,7 @@ def _prepare_data(dataset: str, root: str | None, quiet: bool) -> None:
         return
     target = generated_folder(root)
     bar = None
-    if generation_needed(target) and env_rank() == 0 and not quiet:
+    if generation_needed(target) and launch_from_environment().is_main and not quiet:
         typer.echo(f"generating the {dataset} BSR set from {root} into {target} (once; resumable)", err=True)
 
     def progress(done: int, total: int) -> None:
@@ -306,7 +309,6 @@ def _prepare_data(dataset: str, root: str | None, quiet: bool) -> None:
 
 def _run_recipe(dataset, spec, out, overrides, per_stage, preset, resume, device, command, eval_images, quiet):
     """The whole recipe (:mod:`cmosx.train.recipe`) with a bar per step and a line per finished step."""
-    from cmosx.train.distributed import env_rank
     from cmosx.train.evaluate import EvalReport, format_table
     from cmosx.train.recipe import RECIPE, RecipeProgress, plan_recipe, run_recipe
 
@@ -353,7 +355,7 @@ def _run_recipe(dataset, spec, out, overrides, per_stage, preset, resume, device
         )
     finally:
         lines.close()
-    if env_rank() != 0:
+    if not launch_from_environment().is_main:
         return
     typer.echo(f"model: {result.model} (sha256 {result.sha256}); use it: cmosx upscale --model {result.model} PHOTO")
     if result.metrics:

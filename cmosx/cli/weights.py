@@ -114,7 +114,9 @@ def verify_command(
 @report_errors
 def export_command(
     run: Annotated[Path, typer.Argument(help="A blind-stage run folder (cmosx train --stage blind).")],
-    dest: Annotated[str, typer.Argument(help="A NAME (bundled into weights/) or a folder path.")],
+    dest: Annotated[
+        str, typer.Argument(help="A folder path, or a NAME bundled into weights/ (source checkouts only).")
+    ],
     metrics: Annotated[
         Optional[Path],
         typer.Option("--metrics", help="A `cmosx eval --json` report to store in the model card."),

@@ -104,9 +104,12 @@ class TileAccumulator:
             )
         y0, x0 = (rs.start - self.rows.region_start) * s, (cs.start - self.cols.region_start) * s
         y1, x1 = min(y0 + rs.size * s, self.height), min(x0 + cs.size * s, self.width)
-        weight = self._row_windows[row][: y1 - y0, None] * self._col_windows[col][None, : x1 - x0]
         core = core[:, : y1 - y0, : x1 - x0].to(device="cpu", dtype=self.buffer.dtype)
-        self.buffer[:, y0:y1, x0:x1].add_(core * weight)
+        if self.rows.neighbour_overlaps(row) == (0, 0) and self.cols.neighbour_overlaps(col) == (0, 0):
+            self.buffer[:, y0:y1, x0:x1].add_(core)  # a window of ones: no weighted copy of the tile
+        else:
+            weight = self._row_windows[row][: y1 - y0, None] * self._col_windows[col][None, : x1 - x0]
+            self.buffer[:, y0:y1, x0:x1].add_(core * weight)
         self._added.add((row, col))
 
     @property
@@ -118,6 +121,8 @@ class TileAccumulator:
         if not self.complete:
             missing = len(self.expected - self._added)
             raise RuntimeError(f"{missing} tile(s) never produced an output")
+        if bool((self.row_weights == 1).all()) and bool((self.col_weights == 1).all()):
+            return self.buffer  # no tile overlaps another (e.g. one tile): every weight is 1
         for y0 in range(0, self.buffer.shape[1], strip_rows):
             y1 = min(y0 + strip_rows, self.buffer.shape[1])
             weight = self.row_weights[y0:y1, None] * self.col_weights[None, :]

@@ -2,15 +2,13 @@
 
 - Device ``auto`` picks CUDA, then Apple MPS, then the CPU. A named device that is not there is a
   :class:`~cmosx.errors.DeviceError`.
-- Precision ``auto``:
-  * CUDA: bfloat16 when the GPU supports it and the model says bf16 is safe, else float16 when the
-    model says fp16 is safe, else float32.
-  * MPS: float16 when the model says fp16 is safe, else float32.
-  * CPU: float32, unless bfloat16 is *measured* faster and close enough on this machine. Half
-    precision is slower than fp32 on many CPUs and crashes some ops, so we never assume: the first
-    ``Upscaler`` of a process times one small tile both ways (:func:`choose_cpu_precision`) and the
-    answer is cached for the rest of the process, keyed by model and shape. ``CMOSX_CPU_BF16=0/1``
-    skips the probe and forces the answer (for reproducible runs and tests).
+- Precision ``auto`` is *measured* on every device, never assumed (bf16 was 0.88x fp32 for the lite
+  spec on an H100, and slower than fp32 on many CPUs): :func:`choose_precision` times one SR tile in
+  fp32 and in each reduced precision the device runs and the model declares safe (CPU: bf16; CUDA: bf16
+  where supported, fp16; MPS: fp16), and keeps the fastest that is at least ``MIN_SPEEDUP`` faster than
+  fp32 and within ``MIN_PSNR_DB`` of its output; else fp32. The answer is cached per machine and model
+  on disk (:mod:`cmosx.engine.precision_cache`; ``cmosx bench --clear-precision-cache`` clears it) and
+  in the process. ``CMOSX_CPU_BF16=0/1`` skips the probe on the CPU and forces the answer.
 - Reduced precision runs under ``torch.autocast`` (convolutions and matmuls in bf16/fp16, the rest in
   fp32); the pipeline redoes in float32 any tile whose output holds NaN or Inf.
 """
@@ -36,11 +34,11 @@ PRECISIONS: dict[str, torch.dtype] = {
     "float16": torch.float16,
 }
 
-# bf16 on the CPU must be at least this much faster, and this close to fp32 (PSNR of the probe output).
-CPU_BF16_MIN_SPEEDUP = 1.15
-CPU_BF16_MIN_PSNR_DB = 40.0
+# A reduced precision must be at least this much faster than fp32, and this close (PSNR of the probe output).
+MIN_SPEEDUP = 1.15
+MIN_PSNR_DB = 40.0
 
-_cpu_precision_cache: dict[tuple, torch.dtype] = {}
+_precision_cache: dict[str, torch.dtype] = {}  # this process's decisions, by precision_cache key
 
 
 def mps_available() -> bool:
@@ -98,17 +96,14 @@ def check_precision_supported(dtype: torch.dtype, device: torch.device) -> None:
         raise DeviceError("fp16 is not supported on the CPU (use fp32 or bf16)")
 
 
-def default_precision(device: torch.device, bf16_safe: bool, fp16_safe: bool) -> torch.dtype | None:
-    """The ``auto`` precision for GPUs; None on the CPU, where it must be measured."""
-    if device.type == "cuda":
-        if bf16_safe and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        if fp16_safe:
-            return torch.float16
-        return torch.float32
-    if device.type == "mps":
-        return torch.float16 if fp16_safe else torch.float32
-    return None
+def candidate_precisions(device: torch.device, bf16_safe: bool, fp16_safe: bool) -> list[torch.dtype]:
+    """The reduced precisions ``auto`` may pick on ``device`` for a model (fp32 is always the fallback)."""
+    found = []
+    if bf16_safe and (device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())):
+        found.append(torch.bfloat16)
+    if fp16_safe and device.type in ("cuda", "mps"):
+        found.append(torch.float16)
+    return found
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype):
@@ -126,40 +121,77 @@ def psnr(a: Tensor, b: Tensor, peak: float = 1.0) -> float:
     return 10.0 * torch.log10(torch.tensor(peak**2 / mse)).item()
 
 
-def _time_call(fn: Callable[[], Tensor], repeats: int = 1) -> tuple[float, Tensor]:
-    out = fn()  # warm-up (oneDNN picks kernels on the first call)
+def _time_call(fn: Callable[[], Tensor], sync: Callable[[], None], repeats: int = 2) -> tuple[float, Tensor]:
+    out = fn()  # warm-up (oneDNN / cuDNN pick kernels on the first call)
+    sync()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = fn()
+        sync()
         best = min(best, time.perf_counter() - t0)
     return best, out
 
 
-def choose_cpu_precision(
-    key: tuple, run: Callable[[torch.dtype], Tensor], bf16_safe: bool
-) -> tuple[torch.dtype, dict[str, float]]:
-    """Decide fp32 or bf16 on the CPU by timing ``run(dtype)`` (one small tile) both ways.
+def precision_name(dtype: torch.dtype) -> str:
+    """torch.bfloat16 -> "bf16" (the names of ``--precision``)."""
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
-    Cached per ``key`` for the life of the process. Returns the dtype and the measurement
-    (empty when the answer came from the cache or from ``CMOSX_CPU_BF16``).
+
+def measure_precisions(
+    run: Callable[[torch.dtype], Tensor], candidates: list[torch.dtype], sync: Callable[[], None] = lambda: None
+) -> tuple[torch.dtype, dict[str, float]]:
+    """Time ``run(dtype)`` (one small tile) in fp32 and each candidate; the fastest good enough one wins.
+
+    Returns the dtype and the measurement: ``speedup_<name>`` (fp32 time / its time) and ``psnr_db_<name>``
+    against the fp32 output, per candidate; a candidate that raises (no kernel for an op) is skipped.
     """
+    t32, out32 = _time_call(lambda: run(torch.float32), sync)
+    reference = out32.float().clamp(0, 1)
+    choice, best_time, measured = torch.float32, t32 / MIN_SPEEDUP, {}
+    for dtype in candidates:
+        try:
+            seconds, out = _time_call(lambda dtype=dtype: run(dtype), sync)
+        except (RuntimeError, NotImplementedError):
+            continue
+        finite = bool(torch.isfinite(out).all())
+        quality = psnr(out.float().clamp(0, 1), reference) if finite else 0.0
+        name = precision_name(dtype)
+        measured[f"speedup_{name}"] = t32 / seconds
+        measured[f"psnr_db_{name}"] = quality
+        if quality >= MIN_PSNR_DB and seconds <= best_time:
+            choice, best_time = dtype, seconds
+    return choice, measured
+
+
+def choose_precision(
+    device: torch.device,
+    model_id: str,
+    run: Callable[[torch.dtype], Tensor],
+    candidates: list[torch.dtype],
+    sync: Callable[[], None] = lambda: None,
+) -> tuple[torch.dtype, dict[str, float]]:
+    """The ``auto`` precision for a model on ``device``: from the caches, else measured and cached.
+
+    ``model_id`` names the networks' shapes and weights (see ``Upscaler``); ``run(dtype)`` runs one probe
+    tile. Returns the dtype and the measurement (empty when the answer came from a cache or from
+    ``CMOSX_CPU_BF16``).
+    """
+    from cmosx.engine import precision_cache
+
     forced = os.environ.get("CMOSX_CPU_BF16")
-    if forced in ("0", "1"):
-        return (torch.bfloat16 if forced == "1" and bf16_safe else torch.float32), {}
-    if not bf16_safe:
+    if device.type == "cpu" and forced in ("0", "1"):
+        return (torch.bfloat16 if forced == "1" and torch.bfloat16 in candidates else torch.float32), {}
+    if not candidates:
         return torch.float32, {}
-    if key in _cpu_precision_cache:
-        return _cpu_precision_cache[key], {}
-    t32, out32 = _time_call(lambda: run(torch.float32))
-    try:
-        t16, out16 = _time_call(lambda: run(torch.bfloat16))
-    except (RuntimeError, NotImplementedError):  # an op without a bf16 CPU kernel: stay in fp32
-        _cpu_precision_cache[key] = torch.float32
-        return torch.float32, {}
-    finite = bool(torch.isfinite(out16).all())
-    quality = psnr(out16.float().clamp(0, 1), out32.float().clamp(0, 1)) if finite else 0.0
-    speedup = t32 / t16
-    choice = torch.bfloat16 if (speedup >= CPU_BF16_MIN_SPEEDUP and quality >= CPU_BF16_MIN_PSNR_DB) else torch.float32
-    _cpu_precision_cache[key] = choice
-    return choice, {"speedup": speedup, "psnr_db": quality}
+    key, machine, model = precision_cache.cache_key(device, model_id)
+    if key in _precision_cache:
+        return _precision_cache[key], {}
+    stored = precision_cache.load(key)
+    if stored is not None and (PRECISIONS[stored] in candidates or stored == "fp32"):
+        _precision_cache[key] = PRECISIONS[stored]
+        return PRECISIONS[stored], {}
+    choice, measured = measure_precisions(run, candidates, sync)
+    _precision_cache[key] = choice
+    precision_cache.store(key, precision_name(choice), machine, model, measured)
+    return choice, measured

@@ -7,10 +7,12 @@ results are blended on the CPU):
    sigma and the semantic logits of the tiles are blended at LR resolution into one map per photo.
    The blur map is then scaled (``blur_scale``) or replaced (``blur_override``), clamped to
    ``[0, sigma_max]``, and the logits become probabilities (softmax), as in
-   :class:`cmosx.models.blind.BlindSR`.
+   :class:`cmosx.models.blind.BlindSR`. With ``keep_bokeh`` the (given or estimated, unscaled) map
+   also yields the weight of :mod:`cmosx.engine.bokeh`.
 2. **SR.** RRDB-SFT runs on (smaller, batched) tiles of the LR photo with the matching crops of those
    global maps, so every SR tile of a photo is conditioned on the same estimate; the x4 tiles are
-   blended into the output buffer.
+   blended into the output buffer. With ``keep_bokeh`` the output is then blended towards a
+   grid-aligned bilinear upsampling where the photo is strongly defocused (:mod:`cmosx.engine.bokeh`).
 
 The photo is first framed by one alignment cell (``sr_align`` rows / columns) of replicated pixels on
 every side, so that no output pixel near the photo's border sees the networks' zero padding (a trained
@@ -35,11 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cmosx.engine.bokeh import blend_towards_interpolation, bokeh_weight
 from cmosx.engine.device import (
     autocast_context,
+    candidate_precisions,
     check_precision_supported,
-    choose_cpu_precision,
-    default_precision,
+    choose_precision,
     parse_precision,
     resolve_device,
 )
@@ -73,6 +76,7 @@ class UpscaleResult:
     image: Tensor  # 3 x (scale H) x (scale W) float32 in [0, 1]
     blur_lr: Tensor  # 1 x H x W sigma (HR px) actually used
     semantic_lr: Tensor  # C x H x W probabilities actually used
+    bokeh_lr: Tensor | None = None  # 1 x H x W weight of the smooth interpolation (keep_bokeh), in [0, 1]
 
 
 @dataclass
@@ -109,7 +113,12 @@ class Upscaler:
         tile: SR core tile size in LR pixels, or ``auto`` (probe the memory, then fit).
         overlap: LR pixels neighbouring tiles share (blended with a raised-cosine window).
         tile_batch: SR tiles per device call, or ``auto`` (1 on the CPU; fitted on GPUs).
-        blur_scale: multiplies the blur map (estimated or given) before clamping to [0, sigma_max].
+        blur_scale: multiplies the blur map (estimated or given) before clamping to [0, sigma_max]:
+            how much of the defocus is removed (``cmosx upscale --deblur``; 0 = told it is in focus).
+        keep_bokeh: None (restore everything), or the sigma threshold (HR px, in (0, sigma_max]) above
+            which regions are kept soft: smoothly interpolated, not restored (:mod:`cmosx.engine.bokeh`;
+            ``DEFAULT_BOKEH_SIGMA`` there). Decided on the unscaled map, so it does not move with
+            ``blur_scale``.
         cmos_tile: CMOS core tile size in LR pixels, or ``auto`` (large: the estimate is global
             whenever the photo fits).
         channels_last: run the networks in channels-last memory format (much faster convolutions).
@@ -124,6 +133,7 @@ class Upscaler:
         overlap: int = 16,
         tile_batch: int | str = "auto",
         blur_scale: float = 1.0,
+        keep_bokeh: float | None = None,
         cmos_tile: int | str = "auto",
         channels_last: bool = True,
     ) -> None:
@@ -140,8 +150,12 @@ class Upscaler:
             raise UsageError(f"overlap must be >= 0, got {overlap}")
         if not (blur_scale >= 0 and math.isfinite(blur_scale)):
             raise UsageError(f"blur scale must be a finite number >= 0, got {blur_scale}")
+        if keep_bokeh is not None and not (0 < keep_bokeh <= self.sigma_max):
+            limit = f"(0, {self.sigma_max:g}]"
+            raise UsageError(f"keep-bokeh sigma must be in {limit} (the model's range), got {keep_bokeh}")
         self.overlap = int(overlap)
         self.blur_scale = float(blur_scale)
+        self.keep_bokeh = None if keep_bokeh is None else float(keep_bokeh)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.stats = EngineStats()
 
@@ -165,19 +179,32 @@ class Upscaler:
         if requested is not None:
             check_precision_supported(requested, self.device)
             return requested
-        chosen = default_precision(self.device, bool(desc.bf16_safe), bool(desc.fp16_safe))
-        if chosen is not None:
-            return chosen
-        chosen, measured = choose_cpu_precision(
-            self._model_key(include_dtype=False), self._probe_sr, bool(desc.bf16_safe)
+        candidates = candidate_precisions(self.device, bool(desc.bf16_safe), bool(desc.fp16_safe))
+        side = 48 if self.device.type == "cpu" else 256  # a GPU needs a larger tile to time more than launches
+        chosen, measured = choose_precision(
+            self.device,
+            self._model_id(),
+            lambda dtype: self._probe_sr(dtype, side),
+            candidates,
+            sync=lambda: _synchronize(self.device),
         )
         self.stats.precision_probe = measured
         return chosen
 
-    def _model_key(self, include_dtype: bool = True) -> tuple:
-        """Identifies the networks' shapes, device and format (for per-process caches)."""
-        key = (repr(self.cmos.spec), repr(self.sr.spec), self.num_classes, str(self.device), str(self.memory_format))
-        return key + (str(self.precision),) if include_dtype else key
+    def _model_id(self) -> str:
+        """Identifies the model for the on-disk precision cache: both specs, classes, weights, memory format."""
+        weights = getattr(self.model, "sha256", "") or getattr(self.model, "source", "")
+        return (
+            f"{self.model.card.name} {weights} {self.cmos.spec!r} {self.sr.spec!r} {self.num_classes} "
+            f"{self.memory_format}"
+        )
+
+    def _model_key(self) -> tuple:
+        """Identifies the networks' shapes, device, format and precision (for per-process caches)."""
+        return (
+            repr(self.cmos.spec), repr(self.sr.spec), self.num_classes, str(self.device), str(self.memory_format),
+            str(self.precision),
+        )  # fmt: skip
 
     def _probe_inputs(self, side_rows: int, side_cols: int) -> tuple[Tensor, Tensor, Tensor]:
         g = torch.Generator().manual_seed(1234)
@@ -321,14 +348,17 @@ class Upscaler:
 
     def _maps_from_estimate(self, raw: Tensor, blur_override: Tensor | None, size: tuple[int, int]) -> Tensor:
         """Turn the raw estimate into the conditions, in place: blur scaled/replaced and clamped, softmax."""
-        if blur_override is not None:
-            raw[0:1] = self._pad(self._override_lr(blur_override, size), raw.shape[-2], raw.shape[-1])
+        self._apply_override(raw, blur_override, size)
         if self.blur_scale != 1.0:
             raw[0:1].mul_(self.blur_scale)
         raw[0:1].clamp_(0.0, self.sigma_max)
         for y0 in range(0, raw.shape[1], 256):  # softmax by strips: no second C x H x W buffer
             raw[1:, y0 : y0 + 256] = torch.softmax(raw[1:, y0 : y0 + 256], dim=0)
         return raw
+
+    def _apply_override(self, raw: Tensor, blur_override: Tensor | None, size: tuple[int, int]) -> None:
+        if blur_override is not None:
+            raw[0:1] = self._pad(self._override_lr(blur_override, size), raw.shape[-2], raw.shape[-1])
 
     def _override_lr(self, blur: Tensor, size: tuple[int, int]) -> Tensor:
         """A user blur map (``1 x H x W`` at LR or ``1 x sH x sW`` at HR, sigma in HR px) -> ``1 x H x W``."""
@@ -345,6 +375,8 @@ class Upscaler:
             )
         if not bool(torch.isfinite(blur).all()):
             raise UsageError("blur map holds NaN or infinite values")
+        if float(blur.min()) < 0:
+            raise UsageError(f"blur map holds negative sigma ({float(blur.min()):g}); sigma is >= 0")
         return blur
 
     def _sizes(self, image: Tensor) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
@@ -398,6 +430,7 @@ class Upscaler:
             image=self._unframe(framed.image, self.scale),
             blur_lr=self._unframe(framed.blur_lr),
             semantic_lr=self._unframe(framed.semantic_lr),
+            bokeh_lr=None if framed.bokeh_lr is None else self._unframe(framed.bokeh_lr),
         )
 
     def _upscale_framed(self, image: Tensor, progress: Progress | None, blur_override: Tensor | None) -> UpscaleResult:
@@ -409,7 +442,10 @@ class Upscaler:
         report = _StagedProgress(progress, total)
 
         raw = self._estimate(padded, size, sr_size, report.stage(0))
-        maps = self._maps_from_estimate(raw, blur_override, size)
+        self._apply_override(raw, blur_override, size)
+        h, w = size
+        bokeh = None if self.keep_bokeh is None else bokeh_weight(raw[0:1, :h, :w], self.keep_bokeh)
+        maps = self._maps_from_estimate(raw, None, size)
         blur, semantic = maps[0:1], maps[1:]
         lr = padded[:, : sr_size[0], : sr_size[1]]
 
@@ -433,11 +469,20 @@ class Upscaler:
         )
         self.stats.sr_tiles = runner.tiles_run
         out.clamp_(0.0, 1.0)
-        h, w = size
-        return UpscaleResult(image=out, blur_lr=blur[:, :h, :w], semantic_lr=semantic[:, :h, :w])
+        if bokeh is not None:
+            blend_towards_interpolation(out, padded[:, :h, :w], bokeh, self.scale)
+        return UpscaleResult(image=out, blur_lr=blur[:, :h, :w], semantic_lr=semantic[:, :h, :w], bokeh_lr=bokeh)
 
 
 _memory_models: dict[tuple, MemoryModel] = {}
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued device work (for timing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def _cached_memory_model(key: tuple, fit: Callable[[], MemoryModel]) -> MemoryModel:

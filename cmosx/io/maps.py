@@ -1,5 +1,6 @@
-"""Writing estimated maps: the float32 blur map (TIFF or .npy), a readable colour preview with a sigma legend,
-and the semantic map as a palette PNG with its class names."""
+"""Estimated maps: writing the float32 blur map (TIFF or .npy), a readable colour preview with a sigma legend,
+and the semantic map as a palette PNG with its class names; reading a blur map back (or one painted in an image
+editor) for ``cmosx upscale --blur-map``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
-from cmosx.errors import UsageError
+from cmosx.errors import InputImageError, UsageError
 from cmosx.io.atomic import atomic_write_bytes
 
 BLUR_QUANTITY = "defocus blur: Gaussian sigma in pixels of the x4 output, one value per input pixel"
@@ -60,6 +61,85 @@ def write_blur_map(blur_lr: Tensor, path: Path, fmt: str = "tiff", model: str | 
     else:
         raise UsageError(f"unknown map format '{fmt}' (choose {' or '.join(MAP_FORMATS)})")
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_blur_map(path: Path, size: tuple[int, int], sigma_max: float, painted_max: float | None = None) -> np.ndarray:
+    """A blur map for an input of ``size`` = (height, width) -> H x W float32 sigma (HR px of the x4 output).
+
+    Float maps (the float32 TIFF or ``.npy`` that ``cmosx blurmap`` writes) hold sigma directly. An 8- or 16-bit
+    grayscale image (a map painted in an image editor) is scaled so that white means ``painted_max`` sigma; it
+    needs ``painted_max``, float maps refuse it. The map must have the input's size (after its EXIF orientation,
+    as ``cmosx blurmap`` writes it) and values in [0, sigma_max]. Raises :class:`InputImageError` naming the file.
+    """
+    path = Path(path)
+    try:
+        values = _decode_blur_map(path)
+    except InputImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        text = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise InputImageError(f"{path}: cannot read the blur map ({text})") from None
+    if values.dtype.kind == "f":
+        if painted_max is not None:
+            raise InputImageError(f"{path}: holds float sigma values; --blur-map-max is only for 8/16-bit maps")
+        sigma = values.astype(np.float32)
+    else:
+        if painted_max is None:
+            raise InputImageError(
+                f"{path}: an {values.dtype.itemsize * 8}-bit grayscale map needs --blur-map-max SIGMA "
+                "(the sigma that white stands for)"
+            )
+        peak = float(np.iinfo(values.dtype).max)
+        sigma = (values.astype(np.float32) / peak * np.float32(painted_max)).astype(np.float32)
+    if sigma.shape != tuple(size):
+        raise InputImageError(
+            f"{path}: blur map is {sigma.shape[1]} x {sigma.shape[0]} pixels, the input is {size[1]} x {size[0]}"
+        )
+    if not np.isfinite(sigma).all():
+        raise InputImageError(f"{path}: blur map holds NaN or infinite values")
+    low, high = float(sigma.min()), float(sigma.max())
+    if low < 0 or high > sigma_max * (1 + 1e-6):
+        raise InputImageError(
+            f"{path}: blur map sigma spans {low:g} to {high:g}; the model's range is 0 to {sigma_max:g}"
+        )
+    return sigma
+
+
+def _decode_blur_map(path: Path) -> np.ndarray:
+    """H x W array: float (sigma) or uint8/uint16 (painted grey levels)."""
+    if not path.is_file():
+        raise InputImageError(f"{path}: no such blur map")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        values = np.load(path, allow_pickle=False)
+    elif suffix in (".tif", ".tiff"):
+        import tifffile
+
+        values = tifffile.imread(path)
+    else:
+        with Image.open(path) as image:
+            if image.mode in ("RGB", "RGBA", "P", "PA", "LA", "CMYK"):
+                rgb = np.asarray(image.convert("RGB"))
+                if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+                    raise InputImageError(
+                        f"{path}: a colour image is not a blur map (the NAME_blur.png preview cannot be read back; "
+                        "use NAME_blur.tif, or a grayscale image with --blur-map-max)"
+                    )
+                values = rgb[..., 0]
+            elif image.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+                values = np.asarray(image).astype(np.uint16)
+            elif image.mode == "I":
+                values = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+            else:
+                values = np.asarray(image.convert("L") if image.mode == "1" else image)
+    values = np.squeeze(values)
+    if values.ndim != 2:
+        raise InputImageError(f"{path}: a blur map has one channel, this file has shape {values.shape}")
+    if values.dtype.kind in "ui" and values.dtype not in (np.uint8, np.uint16):
+        raise InputImageError(f"{path}: unsupported blur map sample type {values.dtype} (float, 8 or 16 bit)")
+    if values.dtype.kind not in "uif":
+        raise InputImageError(f"{path}: unsupported blur map sample type {values.dtype}")
+    return values
 
 
 def write_blur_preview(blur_lr: Tensor, path: Path, sigma_max: float, model: str | None = None) -> None:
@@ -110,11 +190,15 @@ def class_colours(count: int) -> list[tuple[int, int, int]]:
     return colours
 
 
-def write_semantic_map(semantic_lr: Tensor, class_names: list[str], png_path: Path, json_path: Path) -> None:
+def write_semantic_map(
+    semantic_lr: Tensor, class_names: list[str], png_path: Path, json_path: Path, provenance: dict | None = None
+) -> None:
     """The most likely class per pixel as a palette PNG (pixel value = class id) plus a JSON legend.
 
     semantic_lr: C x H x W class probabilities. The class names are in the PNG text chunk ``cmosx:classes`` and in
-    ``json_path`` as ``{"classes": [{"id", "name", "color"}...]}``.
+    ``json_path`` as ``{"classes": [{"id", "name", "color"}...]}``; ``provenance`` (where the classes were learnt,
+    :func:`cmosx.models.provenance.semantic_provenance`) goes into the JSON as ``"classes_from"`` and, when it has
+    a note, into the PNG text chunk ``cmosx:classes_note``.
     """
     count = int(semantic_lr.shape[0])
     if count > 256:
@@ -128,7 +212,10 @@ def write_semantic_map(semantic_lr: Tensor, class_names: list[str], png_path: Pa
     legend = [{"id": i, "name": names[i], "color": list(colours[i])} for i in range(count)]
     info = PngInfo()
     info.add_text("cmosx:classes", json.dumps([entry["name"] for entry in legend]))
+    if provenance and provenance.get("note"):
+        info.add_text("cmosx:classes_note", provenance["note"])
     buffer = io.BytesIO()
     image.save(buffer, "PNG", pnginfo=info)
     atomic_write_bytes(png_path, buffer.getvalue())
-    atomic_write_bytes(json_path, (json.dumps({"classes": legend}, indent=1) + "\n").encode("utf-8"))
+    document = {"classes": legend, **({"classes_from": provenance} if provenance else {})}
+    atomic_write_bytes(json_path, (json.dumps(document, indent=1) + "\n").encode("utf-8"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 
 from PIL import Image
@@ -89,6 +90,17 @@ def xmp_for_output(xmp: bytes | None, width: int, height: int) -> bytes | None:
     ):
         text = _replace_xmp_value(text, name, value)
     return text.encode("utf-8")
+
+
+def load_exif(image: Image.Image) -> Image.Exif:
+    """The image's EXIF with the Exif and GPS sub-IFDs read now (Pillow reads TIFF ones lazily from the file)."""
+    exif = image.getexif()
+    for pointer in (EXIF_IFD, GPS_IFD):
+        try:
+            exif.get_ifd(pointer)
+        except (OSError, ValueError, SyntaxError, struct.error):
+            exif.pop(pointer, None)  # a broken sub-IFD is dropped rather than failing the photo
+    return exif
 
 
 def exif_from_tiff_tags(path: Path) -> Image.Exif | None:

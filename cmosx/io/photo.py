@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from cmosx.errors import ArgumentError
+
 
 @dataclass
 class PhotoMetadata:
@@ -31,7 +33,7 @@ class Photo:
     color: C x H x W float32 in [0, 1], C = 1 (grayscale) or 3 (RGB), straight (not premultiplied) colour.
     alpha: 1 x H x W float32 in [0, 1], or None for opaque images.
     bit_depth: bits per channel of the source samples (8 or 16; float sources count as 16).
-    source_format: "JPEG", "PNG", "TIFF", "WEBP", "BMP" or "RAW".
+    source_format: "JPEG", "PNG", "TIFF", "WEBP", "BMP", "HEIF" (HEIC), "AVIF" or "RAW".
     notes: human-readable remarks about conversions done on read (CMYK -> RGB, ...).
     """
 
@@ -45,9 +47,9 @@ class Photo:
 
     def __post_init__(self) -> None:
         if self.color.dim() != 3 or self.color.shape[0] not in (1, 3):
-            raise ValueError(f"color must be 1 x H x W or 3 x H x W, got {tuple(self.color.shape)}")
+            raise ArgumentError(f"color must be 1 x H x W or 3 x H x W, got {tuple(self.color.shape)}")
         if self.alpha is not None and self.alpha.shape != (1, *self.color.shape[1:]):
-            raise ValueError(f"alpha must be 1 x H x W matching color, got {tuple(self.alpha.shape)}")
+            raise ArgumentError(f"alpha must be 1 x H x W matching color, got {tuple(self.alpha.shape)}")
 
     @property
     def width(self) -> int:
@@ -86,7 +88,7 @@ def to_float(array, bit_depth: int) -> Tensor:
     elif array.dtype.kind == "f":
         values = np.clip(np.nan_to_num(array.astype(np.float32)), 0.0, 1.0)
     else:  # pragma: no cover - callers convert other integer types first
-        raise ValueError(f"unsupported sample type {array.dtype} for {bit_depth}-bit data")
+        raise ArgumentError(f"unsupported sample type {array.dtype} for {bit_depth}-bit data")
     if values.ndim == 2:
         values = values[:, :, None]
     return torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))

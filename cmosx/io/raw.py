@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 from PIL import Image, ImageCms
 
 from cmosx.errors import InputImageError
-from cmosx.io.metadata import exif_from_tiff_tags
+from cmosx.io.metadata import exif_from_tiff_tags, load_exif
 from cmosx.io.photo import Photo, PhotoMetadata, to_float
+
+# What Pillow raises for a container it cannot open (UnidentifiedImageError is an OSError) or a broken IFD.
+_PILLOW_ERRORS = (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError)
+# What tifffile raises for a non-TIFF container or a broken IFD (TiffFileError is a ValueError).
+_TIFFFILE_ERRORS = (OSError, ValueError, struct.error, KeyError, IndexError)
 
 
 def srgb_profile_bytes() -> bytes:
@@ -17,19 +23,20 @@ def srgb_profile_bytes() -> bytes:
 
 
 def _exif_of_raw(path: Path) -> Image.Exif | None:
-    """EXIF of a TIFF-based RAW file (DNG, CR2, NEF, ARW, ...); None for other containers (CR3, RAF, ...)."""
+    """EXIF of a TIFF-based RAW file (DNG, CR2, NEF, ARW, ...); None for other containers (CR3, RAF, ...).
+
+    Metadata is best effort: a container neither Pillow nor tifffile can parse gives None, never an error.
+    """
     try:
         with Image.open(path) as image:
-            from cmosx.io.reader import load_exif
-
             exif = load_exif(image)
             if len(exif):
                 return exif
-    except Exception:
+    except _PILLOW_ERRORS:
         pass  # Pillow refuses many RAW IFDs (CFA photometric); tifffile still parses their tags
     try:
         return exif_from_tiff_tags(path)
-    except Exception:
+    except _TIFFFILE_ERRORS:
         return None
 
 

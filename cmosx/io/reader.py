@@ -4,7 +4,6 @@ orientation. 8 or 16 bits is decided by the stored sample type, never by pixel v
 from __future__ import annotations
 
 import io
-import struct
 import warnings
 from pathlib import Path
 
@@ -13,23 +12,25 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from cmosx.errors import InputImageError
 from cmosx.io.formats import is_raw_path
-from cmosx.io.metadata import EXIF_IFD, GPS_IFD, exif_from_tiff_tags, orientation_of
+from cmosx.io.heif import HEIF_FORMATS, container_bit_depth, decode_deep, register_heif_opener
+from cmosx.io.metadata import exif_from_tiff_tags, load_exif, orientation_of
 from cmosx.io.orientation import ORIENTATION_TAG, apply_orientation
 from cmosx.io.photo import Photo, PhotoMetadata, to_float
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels of input (the x4 output has 16 times more)
-READABLE_FORMATS = {"JPEG", "MPO", "PNG", "TIFF", "WEBP", "BMP"}
+READABLE_FORMATS = {"JPEG", "MPO", "PNG", "TIFF", "WEBP", "BMP", "HEIF", "AVIF"}
 _TIFF_ICC_TAG = 34675
 _TIFF_XMP_TAG = 700
 
 
 def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Photo:
-    """Decode ``path`` (JPEG, PNG, TIFF, WebP, BMP or a camera RAW file) into an upright :class:`Photo`.
+    """Decode ``path`` (JPEG, PNG, TIFF, WebP, BMP, HEIC/HEIF, AVIF or camera RAW) into an upright :class:`Photo`.
 
     The EXIF orientation is applied to the pixels (the returned EXIF says 1); alpha is returned straight
-    (associated/premultiplied alpha is divided out); CMYK is converted to RGB (through its ICC profile when it
-    has one) with a note. Raises :class:`InputImageError` naming the file for anything unreadable: missing,
-    empty, truncated, corrupt, unsupported, or more than ``max_pixels`` pixels (checked before decoding).
+    (associated/premultiplied alpha is divided out); 10/12-bit HEIC/AVIF is held as 16-bit; CMYK is converted
+    to RGB (through its ICC profile when it has one) with a note. Raises :class:`InputImageError` naming the
+    file for anything unreadable: missing, empty, truncated, corrupt, unsupported, or more than ``max_pixels``
+    pixels (checked before decoding).
     """
     path = Path(path)
     if not path.is_file():
@@ -54,6 +55,7 @@ def _describe(error: BaseException) -> str:
 
 
 def _open(path: Path) -> Image.Image:
+    register_heif_opener()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -87,7 +89,9 @@ def _read_raster(path: Path, max_pixels: int | None) -> Photo:
     with image:
         fmt = image.format
         if fmt not in READABLE_FORMATS:
-            raise InputImageError(f"{path}: {fmt} images are not supported (JPEG, PNG, TIFF, WebP, BMP, RAW)")
+            raise InputImageError(
+                f"{path}: {fmt} images are not supported (JPEG, PNG, TIFF, WebP, BMP, HEIC, AVIF, RAW)"
+            )
         _check_pixels(path, image.width, image.height, max_pixels)
         metadata = _metadata(image)
         notes: list[str] = []
@@ -95,6 +99,9 @@ def _read_raster(path: Path, max_pixels: int | None) -> Photo:
             array, alpha_kind = _decode_png16(path)
         elif fmt == "TIFF" and _tiff_needs_tifffile(image):
             array, alpha_kind = _decode_tiff_deep(path, notes)
+        elif fmt in HEIF_FORMATS and (depth := container_bit_depth(path, fmt, image.info)) > 8:
+            array, alpha_kind = decode_deep(path, fmt, depth)
+            notes.append(f"{depth}-bit {'HEIC' if fmt == 'HEIF' else fmt} held as 16-bit")
         else:
             if getattr(image, "n_frames", 1) > 1:
                 notes.append("only the first frame/page was read")
@@ -136,17 +143,6 @@ def _metadata(image: Image.Image) -> PhotoMetadata:
         xmp=bytes(xmp) if xmp else None,
         icc_profile=image.info.get("icc_profile") or None,
     )
-
-
-def load_exif(image: Image.Image) -> Image.Exif:
-    """The image's EXIF with the Exif and GPS sub-IFDs read now (Pillow reads TIFF ones lazily from the file)."""
-    exif = image.getexif()
-    for pointer in (EXIF_IFD, GPS_IFD):
-        try:
-            exif.get_ifd(pointer)
-        except (OSError, ValueError, SyntaxError, struct.error):
-            exif.pop(pointer, None)  # a broken sub-IFD is dropped rather than failing the photo
-    return exif
 
 
 def _png_bit_depth(path: Path) -> int:

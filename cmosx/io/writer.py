@@ -24,7 +24,7 @@ _TIFF_XMP_TAG = 700
 def write_image(photo: Photo, path: str | Path, quality: int = DEFAULT_JPEG_QUALITY) -> list[str]:
     """Encode ``photo`` to ``path`` (format from the extension) atomically; returns notes on conversions.
 
-    PNG and TIFF keep 16 bits per channel when ``photo.bit_depth`` is 16; JPEG, WebP and BMP are 8-bit. EXIF
+    PNG and TIFF keep 16 bits per channel when ``photo.bit_depth`` is 16; JPEG, WebP, AVIF and BMP are 8-bit. EXIF
     is written with Orientation 1, the new pixel dimensions and no thumbnail; XMP likewise updated; the ICC
     profile is embedded unchanged. JPEG cannot hold alpha: it is flattened onto white (with a note).
     """
@@ -50,6 +50,11 @@ def write_image(photo: Photo, path: str | Path, quality: int = DEFAULT_JPEG_QUAL
             if photo.is_grayscale:
                 notes.append("WebP has no grayscale mode: stored as RGB with equal channels")
             data = _encode_pillow(photo, "WEBP", exif, xmp, icc, quality=quality, method=4)
+        elif fmt == "AVIF":
+            if photo.is_grayscale:
+                notes.append("AVIF is written as RGB: grayscale stored with equal channels")
+                photo = photo.with_pixels(photo.color.expand(3, -1, -1), photo.alpha)
+            data = _encode_pillow(photo, "AVIF", exif, xmp, icc, quality=quality)
         else:  # BMP holds no metadata and, as read by most programs, no alpha
             if photo.alpha is not None:
                 notes.append("BMP output has no alpha: transparent areas flattened onto white")

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cmosx.errors import ArgumentError
 from cmosx.models.specs import GIASpec
 from cmosx.ops.padding import crop_to, pad_to_multiple
 from cmosx.ops.windows import window_merge, window_split
@@ -197,7 +198,7 @@ class GIA(nn.Module):
     def __init__(self, in1: int, in2: int, groups: int, spec: GIASpec, num_outputs: int = 2) -> None:
         super().__init__()
         if num_outputs not in (1, 2):
-            raise ValueError("num_outputs must be 1 or 2")
+            raise ArgumentError("num_outputs must be 1 or 2")
         self.mode, self.num_outputs = spec.mode, num_outputs
         c = in2
         self.align: nn.Module = ResizeAlign(in1, c) if spec.mode == "none" else FlowAlign(in1, c)

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from cmosx.errors import ChecksumError, ModelError
+from cmosx.errors import ChecksumError, ModelError, UsageError
+from cmosx.io.atomic import atomic_write_json
 from cmosx.models.rrdb_sft import RRDBSFT
 from cmosx.models.weights_io import LoadedModel, ModelCard, load_model, load_sr_network, read_card, sha256_file
 
@@ -103,6 +104,24 @@ def bundled_dir() -> Path:
         raise ModelError("no bundled weights folder: cmosx is not installed (pip install .)") from None
 
 
+def writable_bundled_dir() -> Path:
+    """:func:`bundled_dir` when an export may write into it: a source checkout or an editable install.
+
+    Raises :class:`UsageError` when the folder lies inside an installed package (``site-packages`` or
+    ``dist-packages``) or is not writable: an export there would change an installed package and vanish
+    with its next upgrade, so the user names a folder instead.
+    """
+    folder = bundled_dir()
+    installed = any(part in ("site-packages", "dist-packages") for part in folder.resolve().parts)
+    if installed or not os.access(folder, os.W_OK):
+        why = "is part of an installed package" if installed else "is not writable"
+        raise UsageError(
+            f"the bundled weights folder {folder} {why}: export to a folder you name instead "
+            "(e.g. `cmosx weights export RUN ./my-model`) and use it with --model ./my-model"
+        )
+    return folder
+
+
 def _read_manifest(folder: Path) -> dict:
     path = folder / "manifest.json"
     try:
@@ -141,7 +160,7 @@ def bundled_models() -> list[BundledModel]:
 
 def register_bundled(name: str, weights_file: str, config_file: str, default: bool = True) -> BundledModel:
     """Add (or replace) a model already copied into the bundled folder to the manifest (atomic write)."""
-    folder = bundled_dir()
+    folder = writable_bundled_dir()
     weights_path = folder / weights_file
     if not weights_path.is_file() or not (folder / config_file).is_file():
         raise ModelError(f"{folder}: {weights_file} and {config_file} must be in the bundled folder first")
@@ -156,9 +175,7 @@ def register_bundled(name: str, weights_file: str, config_file: str, default: bo
     if default:
         manifest["default"] = name
     path = folder / "manifest.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, manifest, sort_keys=True)
     return next(m for m in bundled_models() if m.name == name)
 
 

@@ -7,8 +7,8 @@ holding only ``sr.`` tensors, listed in the card with its sha256) so that its ev
 from the files alone -- ``upper`` (trained on ground-truth maps) and ``baseline`` (blur-unaware).
 
 Loading is strict: missing, unexpected or mis-shaped tensors raise :class:`ModelError` naming them; a
-sha256 that differs from the expected one raises :class:`ChecksumError`. Writes are atomic (temporary
-file in the same folder, then ``os.replace``).
+sha256 that differs from the expected one raises :class:`ChecksumError`. Writes are atomic
+(:mod:`cmosx.io.atomic`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cmosx.errors import ChecksumError, ModelError
+from cmosx.io.atomic import atomic_write, atomic_write_text
 from cmosx.models.blind import BlindSR
 from cmosx.models.cmos import CMOS
 from cmosx.models.descriptor import ModelDescriptor, describe
@@ -129,20 +128,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; weights and configs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_networks(card: ModelCard) -> tuple[CMOS, RRDBSFT]:
     """Fresh (untrained) networks for a card."""
     return (
@@ -177,16 +162,15 @@ def save_model(
     """
     tensors = {**_state_tensors(cmos, "cmos.", storage_dtype), **_state_tensors(sr, "sr.", storage_dtype)}
     metadata = {"format": "pt"}  # one key: safetensors writes several in no fixed order (sha256 would vary)
-    _atomic_write(Path(weights_path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-    text = card.to_json()
-    _atomic_write(Path(config_path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(Path(weights_path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write_text(Path(config_path), card.to_json())
     return sha256_file(Path(weights_path))
 
 
 def save_sr_network(weights_path: Path, sr: RRDBSFT, storage_dtype: torch.dtype | None = None) -> str:
     """Write one SR network's tensors (prefix ``sr.``) as a companion file; return its sha256."""
     tensors = _state_tensors(sr, "sr.", storage_dtype)
-    _atomic_write(Path(weights_path), lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    atomic_write(Path(weights_path), lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     return sha256_file(Path(weights_path))
 
 

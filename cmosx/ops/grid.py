@@ -11,17 +11,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def grid_upsample(lr: Tensor, scale: int) -> Tensor:
+def grid_upsample(lr: Tensor, scale: int, mode: str = "bilinear") -> Tensor:
     """``B x C x h x w`` -> ``B x C x sh x sw`` bilinear, with HR pixel ``s*i`` exactly on LR pixel ``i``.
 
-    Values between two LR pixels are linear blends; the last ``s - 1`` HR rows and columns (beyond the
-    last LR pixel) repeat its value (replicate padding). Any value range and dtype.
+    Values between two LR pixels are linear blends (``mode="bicubic"``: Keys cubic on the same grid, which
+    may overshoot); the last ``s - 1`` HR rows and columns (beyond the last LR pixel) repeat its value
+    (replicate padding). Any value range and dtype.
     """
     if scale == 1:
         return lr
     h, w = lr.shape[-2:]
     padded = F.pad(lr, (0, 1, 0, 1), mode="replicate")
-    up = F.interpolate(padded, size=(h * scale + 1, w * scale + 1), mode="bilinear", align_corners=True)
+    up = F.interpolate(padded, size=(h * scale + 1, w * scale + 1), mode=mode, align_corners=True)
     return up[..., : h * scale, : w * scale]
 
 

@@ -13,6 +13,8 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor
 
+from cmosx.errors import ArgumentError
+
 PadMode = Literal["reflect", "replicate"]
 
 
@@ -37,7 +39,7 @@ def pad_bottom_right(x: Tensor, pad_h: int, pad_w: int, mode: PadMode = "reflect
     if mode == "replicate":
         return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     if mode != "reflect":
-        raise ValueError(f"unknown pad mode {mode!r}")
+        raise ArgumentError(f"unknown pad mode {mode!r}")
     x = _pad_dim_reflect(x, pad_w, -1)
     return _pad_dim_reflect(x, pad_h, -2)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from cmosx.errors import ArgumentError
+
 
 def _is_channels_last(x: Tensor) -> bool:
     return x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
@@ -23,7 +25,7 @@ def window_split(x: Tensor, window: tuple[int, int]) -> Tensor:
     B, C, H, W = x.shape
     wh, ww = window
     if H % wh or W % ww:
-        raise ValueError(f"window_split: size {H}x{W} is not a multiple of the window {wh}x{ww}")
+        raise ArgumentError(f"window_split: size {H}x{W} is not a multiple of the window {wh}x{ww}")
     nh, nw = H // wh, W // ww
     if _is_channels_last(x):
         hwc = x.permute(0, 2, 3, 1).reshape(B, nh, wh, nw, ww, C).permute(0, 1, 3, 2, 4, 5)

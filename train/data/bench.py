@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cmosx.io.atomic import atomic_write
 from cmosx.train.data.defocus import render_space_variant, sigma_max_for
 from cmosx.train.data.scenes import make_scene
 from cmosx.train.data.synthetic import synthetic_sample
@@ -60,7 +61,8 @@ def save_previews(folder: Path, count: int, seed: int) -> list[Path]:
             label_colours(sample["labels"].numpy()),
         ]
         path = folder / f"sample{i}_k{kernel}.png"
-        Image.fromarray(np.concatenate([np.concatenate(panels[:2], 1), np.concatenate(panels[2:], 1)], 0)).save(path)
+        grid = np.concatenate([np.concatenate(panels[:2], 1), np.concatenate(panels[2:], 1)], 0)
+        atomic_write(path, lambda temp, grid=grid: Image.fromarray(grid).save(temp, format="PNG"))
         paths.append(path)
     return paths
 

@@ -18,8 +18,6 @@ from cmosx.errors import UsageError
 from cmosx.train.data.defocus import render_space_invariant, render_space_variant, sigma_max_for
 from cmosx.train.data.degrade import Degradation, degrade, quantise_8bit
 
-KERNEL_SIZES = (21, 61)
-
 
 @contextmanager
 def one_torch_thread():

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from cmosx.errors import UsageError
+from cmosx.train.catalog import sigma_max_for
 
 SENSOR_WIDTH_MM = 36.0
 FOCAL_LENGTHS_MM = (50.0, 70.0, 85.0)
@@ -35,11 +36,6 @@ FOCAL_WEIGHTS = (0.2, 0.4, 0.4)  # SYNDOF's {.1, .4, .4} do not sum to one; the 
 _LINEAR_STEP = 0.1  # sigma levels: 0, 0.1, ..., 2.0 ...
 _LINEAR_END = 2.0
 _RATIO = 1.04  # ... then 2.0 * 1.04 ** k
-
-
-def sigma_max_for(kernel_size: int) -> float:
-    """Largest Gaussian sigma (HR px) for a kernel size: ``(kernel_size - 1) / 4`` (5 for 21, 15 for 61)."""
-    return (kernel_size - 1) / 4.0
 
 
 @dataclass(frozen=True)

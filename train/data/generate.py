@@ -11,8 +11,6 @@ hard-linked from group 1 instead of being rendered again.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -20,6 +18,7 @@ from typing import Protocol
 import torch
 
 from cmosx.errors import DatasetError, OutputError
+from cmosx.io.atomic import atomic_link_or_copy
 from cmosx.train.data.bsr import check_kernel_size, make_bsr_sample, one_torch_thread
 from cmosx.train.data.defocus import sigma_max_for
 from cmosx.train.data.degrade import Degradation
@@ -68,17 +67,6 @@ class Source(Protocol):
     def describe(self) -> dict: ...
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copy2(src, tmp)
-    os.replace(tmp, dst)
-
-
 def _reuse_from_group1(out: Path, split_dir: Path, name: str) -> bool:
     """Hard-link a space-variant test sample already written for group 1; False if unavailable."""
     first = out / split_folder("test", 1)
@@ -86,8 +74,8 @@ def _reuse_from_group1(out: Path, split_dir: Path, name: str) -> bool:
     if not meta.is_file() or json.loads(meta.read_text(encoding="utf-8")).get("space_invariant", True):
         return False
     for kind in ("hr", "lr", "blur", "labels"):
-        _link_or_copy(first / kind / f"{name}.png", split_dir / kind / f"{name}.png")
-    _link_or_copy(meta, split_dir / "meta" / f"{name}.json")
+        atomic_link_or_copy(first / kind / f"{name}.png", split_dir / kind / f"{name}.png")
+    atomic_link_or_copy(meta, split_dir / "meta" / f"{name}.json")
     return True
 
 

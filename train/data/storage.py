@@ -17,8 +17,6 @@ Layout of a dataset folder (``cmosx dataset generate --out DIR``)::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,52 +25,25 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cmosx.errors import DatasetError, UsageError
+from cmosx.io.atomic import atomic_write, atomic_write_json
+from cmosx.train.catalog import DATASET_NAMES
 from cmosx.train.data.degrade import Degradation
 from cmosx.train.data.splits import TEST_GROUPS, split_folder
 
 FORMAT_VERSION = 1
 GENERATOR_VERSION = "cmosx-bsr-1"
-DATASET_NAMES = ("synthetic-bsr", "photo-bsr", "nyuv2-bsr", "cityscapes-bsr")
 BLUR_SCALE = 100.0  # stored value = round(sigma * 100)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_current_umask()  # mkstemp creates 0600 files; give outputs the usual mode
 
 
 # ------------------------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, data: dict) -> None:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-
-    _atomic_write(path, write)
+    atomic_write_json(path, data, sort_keys=True, durable=False)
 
 
 def _png(path: Path, array: np.ndarray) -> None:
-    _atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+    atomic_write(path, lambda temp: Image.fromarray(array).save(temp, format="PNG"), durable=False)
 
 
 def rgb_to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -211,7 +182,7 @@ class BSRFolder(Dataset):
 def open_dataset(name: str, root: str | Path, split: str, group: int | None = None) -> BSRFolder:
     """Open a split of a dataset written by ``cmosx dataset generate``.
 
-    ``name``: synthetic-bsr, nyuv2-bsr or cityscapes-bsr (must match dataset.json); ``split``: train,
+    ``name``: one of :data:`~cmosx.train.catalog.DATASET_NAMES` (must match dataset.json); ``split``: train,
     val or test; ``group``: 1..5 for test (required there), None otherwise.
     """
     if name not in DATASET_NAMES:

@@ -13,19 +13,17 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from cmosx.errors import UsageError
-from cmosx.train.data.augment import random_crop
 from cmosx.train.data.bsr import check_kernel_size, make_bsr_sample, one_torch_thread
 from cmosx.train.data.degrade import Degradation
 from cmosx.train.data.scenes import SYNTHETIC_CLASSES, make_scene
 from cmosx.train.data.splits import (
     PURPOSE_BLUR,
-    PURPOSE_CROP,
     PURPOSE_INVARIANT,
     PURPOSE_NOISE,
     PURPOSE_SCENE,
     sample_rng,
 )
-from cmosx.train.data.textures import PhotoTextures, torch_generator
+from cmosx.train.data.textures import PhotoTextures
 
 __all__ = ["SYNTHETIC_CLASSES", "SyntheticBSR", "synthetic_sample"]
 
@@ -65,10 +63,9 @@ class SyntheticBSR(Dataset):
         kernel_size: 21 (sigma <= 5) or 61 (sigma <= 15).
         space_invariant_fraction: share of samples blurred with one sigma (drawn per sample, seeded).
         length: samples per epoch.
-        crop: optional (h, w) random crop of the HR (multiples of 4), e.g. (192, 192).
         degradation: LR settings (default x4 direct subsampling, no noise / JPEG).
-        textures: optional folder of photos used for some textures.
-    Items are the dicts of docs/interfaces.md. Call :meth:`set_epoch` to draw new scenes each epoch.
+    Items are the dicts of docs/interfaces.md (whole scenes: training crops them in :mod:`~cmosx.train.data.augment`).
+    Call :meth:`set_epoch` to draw new scenes each epoch.
     """
 
     def __init__(
@@ -78,24 +75,19 @@ class SyntheticBSR(Dataset):
         kernel_size: int = 21,
         space_invariant_fraction: float = 0.25,
         length: int = 1000,
-        crop: tuple[int, int] | None = None,
         degradation: Degradation | None = None,
-        textures: str | Path | None = None,
     ):
         check_kernel_size(kernel_size)
         self.degradation = degradation or Degradation()
         s = self.degradation.scale
         if size[0] % s or size[1] % s or min(size) < 4 * s:
             raise UsageError(f"synthetic size {size} must be multiples of {s} and at least {4 * s}")
-        if crop is not None and (crop[0] % s or crop[1] % s or crop[0] > size[0] or crop[1] > size[1]):
-            raise UsageError(f"crop {crop} must be multiples of {s} and fit in the size {size}")
         if not 0.0 <= space_invariant_fraction <= 1.0:
             raise UsageError(f"space_invariant_fraction must be in [0, 1], got {space_invariant_fraction}")
         if length < 1:
             raise UsageError(f"length must be >= 1, got {length}")
         self.seed, self.size, self.kernel_size = int(seed), tuple(size), kernel_size
-        self.space_invariant_fraction, self.length, self.crop = space_invariant_fraction, length, crop
-        self.photos = PhotoTextures(textures) if textures else None
+        self.space_invariant_fraction, self.length = space_invariant_fraction, length
         self.epoch = 0
         self.num_classes = len(SYNTHETIC_CLASSES)
 
@@ -116,11 +108,8 @@ class SyntheticBSR(Dataset):
         draw = sample_rng(self.seed, "train", index, PURPOSE_INVARIANT).random()
         invariant = bool(draw < self.space_invariant_fraction)
         sample, _ = synthetic_sample(
-            self.seed, "train", index, self.size, self.kernel_size, invariant, self.degradation, self.photos
+            self.seed, "train", index, self.size, self.kernel_size, invariant, self.degradation
         )
-        if self.crop is not None:
-            crop_rng = sample_rng(self.seed, "train", index, PURPOSE_CROP)
-            sample = random_crop(sample, self.crop, torch_generator(crop_rng), self.degradation.scale)
         return sample
 
 

@@ -1,0 +1,21 @@
+"""The BSR datasets cmosx knows: their names and the defocus kernel size each is rendered with.
+
+Kernel 21 bounds the Gaussian sigma at 5 HR pixels, kernel 61 at 15 (paper section 4.1: Cityscapes' wide
+street scenes take the larger kernel). Pure Python, no torch: the CLI reads it to build its choices.
+"""
+
+from __future__ import annotations
+
+# name -> defocus kernel size (odd, HR pixels)
+DATASET_KERNEL: dict[str, int] = {"synthetic-bsr": 21, "photo-bsr": 21, "nyuv2-bsr": 21, "cityscapes-bsr": 61}
+DATASET_NAMES: tuple[str, ...] = tuple(DATASET_KERNEL)
+
+
+def sigma_max_for(kernel_size: int) -> float:
+    """Largest Gaussian sigma (HR px) for a kernel size: ``(kernel_size - 1) / 4`` (5 for 21, 15 for 61)."""
+    return (kernel_size - 1) / 4.0
+
+
+def dataset_sigma_max(name: str) -> float:
+    """Largest blur sigma (HR px) of a dataset rendered with its default kernel."""
+    return sigma_max_for(DATASET_KERNEL[name])
