@@ -364,6 +364,7 @@ def test_companions_make_the_evaluation_reproducible_from_the_shipped_files(tmp_
     assert "for eval: baseline" in runner.invoke(app, ["weights", "list"]).output
     # eval of the shipped model alone gives the same rows as eval with the run folders named
     evaluate = ["eval", "--dataset", "synthetic-bsr", "--model", "tiny-c", "--groups", "1", "--json", "-q"]
+    evaluate += ["--device", "cpu", "--precision", "fp32"]  # auto: bf16 or fp32 by a timing probe
     shipped = runner.invoke(app, evaluate)
     assert shipped.exit_code == 0, shipped.output
     named = runner.invoke(app, [*evaluate, "--upper", str(tmp_path / "sr"), "--baseline", str(tmp_path / "base")])
