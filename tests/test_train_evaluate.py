@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -438,8 +439,9 @@ def test_cli_eval_of_a_photo_folder_reports_its_split_and_no_miou(tmp_path, monk
     assert set(report["rows"]) == {"bicubic", "aligned cubic", "baseline", "model", "upper bound"}
     assert report["rows"]["model"]["mean"]["miou"] is None and report["notes"]
     assert report["maps"]["upper bound"]["blur"] == "ground truth"
-    table = runner.invoke(app, command)
+    table = runner.invoke(app, [*command, "--by-photo"])  # one column per photo
     assert table.exit_code == 0 and "n/a" in table.output and f"photos: {len(test_photos)} of" in table.output
+    assert all(Path(name).stem in table.output for name in test_photos)
     both = runner.invoke(app, [*command, "--dataset", "synthetic-bsr"])
     assert both.exit_code == 2 and "--photos" in both.output
     neither = runner.invoke(app, ["eval", "-q"])

@@ -76,6 +76,9 @@ def evaluate_command(
     ] = None,
     photo_split: Annotated[str, typer.Option("--photo-split", help="With --photos: test or val.")] = "test",
     per_photo: Annotated[int, typer.Option("--per-photo", help="With --photos: 480 x 640 scenes per photo.")] = 3,
+    by_photo: Annotated[
+        bool, typer.Option("--by-photo", help="With --photos: one column per photo (the mean stays the same).")
+    ] = False,
     groups: Annotated[str, typer.Option("--groups", help="Test groups, e.g. 1-5 or 1,3.")] = "1-5",
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most N images per group.")] = None,
     border: Annotated[Optional[int], typer.Option("--border", help="Pixels cropped per side (default: scale).")] = None,
@@ -114,6 +117,15 @@ def evaluate_command(
         dataset = "photo-bsr"
         split_set, data = open_photo_split(photos, photo_split, seed=seed, per_photo=per_photo)
         sets = {photo_split: split_set}
+        if by_photo:
+            from pathlib import PurePosixPath
+
+            from torch.utils.data import Subset
+
+            sets = {
+                PurePosixPath(name).stem: Subset(split_set, range(i * per_photo, (i + 1) * per_photo))
+                for i, name in enumerate(data["photos"])
+            }
     else:
         sets = {g: open_test_group(dataset, root, g, seed=seed)[0] for g in wanted}
     bar = None

@@ -51,6 +51,7 @@ from cmosx.engine.runner import TiledRunner, Window, crop_core, window_input
 from cmosx.engine.tiles import as_pair, lcm_pair, padded_size
 from cmosx.errors import InputImageError, UsageError
 from cmosx.models.fuse import fold_batchnorm
+from cmosx.ops.grid import grid_downsample
 from cmosx.ops.padding import pad_bottom_right
 
 Progress = Callable[[int, int], None]
@@ -367,7 +368,7 @@ class Upscaler:
             blur = blur[None]
         blur = blur.float()
         if tuple(blur.shape) == (1, h * self.scale, w * self.scale):
-            blur = F.avg_pool2d(blur[None], self.scale)[0]
+            blur = grid_downsample(blur[None], self.scale)[0]  # on the grid: LR pixel i = HR pixel s*i
         if tuple(blur.shape) != (1, h, w):
             raise UsageError(
                 f"blur map has size {tuple(blur.shape[-2:])}; expected {h} x {w} (LR) "
