@@ -2,7 +2,7 @@
 
 References:
 
-- ``None``: the bundled default (``default`` in ``weights/manifest.json``, else ``cmosx-lite-synth``);
+- ``None``: the bundled default (``default`` in ``weights/manifest.json``, else ``cmosx-lite``);
 - a bundled name listed in ``weights/manifest.json`` (checked against its sha256);
 - a local path: a folder with ``model.safetensors`` + ``config.json``, or a ``.safetensors`` file with
   ``<stem>.json`` or ``config.json`` beside it;
@@ -19,9 +19,9 @@ card records (:func:`load_companion`).
 The bundled folder is the package ``cmosx._weights`` (``weights/`` in the source tree), found with
 ``importlib.resources`` so it works from a wheel install. Its manifest::
 
-    {"default": "cmosx-lite-synth",
-     "models": {"cmosx-lite-synth": {"weights": "cmosx-lite-synth.safetensors",
-                                     "config": "cmosx-lite-synth.json", "sha256": "...", "size": 123}}}
+    {"default": "cmosx-lite",
+     "models": {"cmosx-lite": {"weights": "cmosx-lite.safetensors",
+                               "config": "cmosx-lite.json", "sha256": "...", "size": 123}}}
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from cmosx.io.atomic import atomic_write_json
 from cmosx.models.rrdb_sft import RRDBSFT
 from cmosx.models.weights_io import LoadedModel, ModelCard, load_model, load_sr_network, read_card, sha256_file
 
-DEFAULT_MODEL_NAME = "cmosx-lite-synth"
+DEFAULT_MODEL_NAME = "cmosx-lite"
 HUB_PREFIX = "hf://"
 _HUB_REF = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[\w.-]+))?(?:/(?P<file>[^@]+))?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

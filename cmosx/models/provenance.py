@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 SYNTHETIC_PREFIX = "synthetic"  # dataset names of rendered scenes (synthetic-bsr)
+# photo-bsr scenes of real photos carry no class labels (255): its classes come from the procedural scenes
+# mixed into its stream, i.e. from synthetic scenes too
+SYNTHETIC_CLASS_DATASETS = ("photo-bsr",)
 
 
 def estimator_dataset(recipe: dict[str, Any], depth: int = 0) -> str | None:
@@ -38,7 +41,9 @@ def semantic_provenance(card: Any) -> dict[str, Any]:
     ``note`` is one line for users when the classes come from synthetic scenes, else None.
     """
     dataset = estimator_dataset(getattr(card, "recipe", None) or {})
-    synthetic = bool(dataset and dataset.lower().startswith(SYNTHETIC_PREFIX))
+    synthetic = bool(
+        dataset and (dataset.lower().startswith(SYNTHETIC_PREFIX) or dataset.lower() in SYNTHETIC_CLASS_DATASETS)
+    )
     note = None
     if synthetic:
         classes = ", ".join(getattr(card, "class_names", []))
