@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +21,7 @@ import typer
 
 from cmosx.errors import CmosxError, UsageError
 from cmosx.io.formats import is_image_path
+from cmosx.launch import launch_from_environment
 
 SYSTEM_FILES = {"thumbs.db", "desktop.ini", ".ds_store", "ehthumbs.db", "icon\r"}
 _GLOB_CHARS = set("*?[")
@@ -181,26 +181,10 @@ def plan_jobs(found: list[Found], name_outputs: Callable[[Found], list[Path]]) -
 
 
 def shard_from_environment() -> tuple[int, int, int | None]:
-    """(rank, world size, local rank) from ``torchrun``'s environment; (0, 1, None) when not launched by it."""
-
-    def read(name: str) -> int | None:
-        value = os.environ.get(name)
-        if value is None or value == "":
-            return None
-        try:
-            return int(value)
-        except ValueError:
-            raise UsageError(f"environment variable {name}={value!r} is not an integer") from None
-
-    local_rank = read("LOCAL_RANK")
-    rank, world = read("RANK"), read("WORLD_SIZE")
-    if rank is None or world is None:
-        rank, world = local_rank, read("LOCAL_WORLD_SIZE")
-    if rank is None or world is None:
-        return 0, 1, local_rank
-    if world < 1 or not 0 <= rank < world:
-        raise UsageError(f"invalid rank {rank} for world size {world}")
-    return rank, world, local_rank
+    """(rank, world size, local rank) from ``torchrun``'s environment (:func:`cmosx.launch.launch_from_environment`);
+    (0, 1, None) when not launched by it."""
+    launch = launch_from_environment()
+    return launch.rank, launch.world_size, launch.local_rank
 
 
 def shard(jobs: list[Job], rank: int, world: int) -> list[Job]:

@@ -8,22 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from cmosx.cli._common import report_errors
+from cmosx.cli._common import parse_size, report_errors
 from cmosx.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
     app.command(name="bench", help="Benchmark inference speed, FLOP rate and memory on this machine.")(bench_command)
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise UsageError(f"size must look like HEIGHTxWIDTH (e.g. 192x256), got {text!r}") from None
-    if h < 1 or w < 1:
-        raise UsageError(f"size must be positive, got {text!r}")
-    return h, w
 
 
 def _devices(choice: str) -> list[str]:
@@ -137,7 +127,7 @@ def bench_command(
         return
     specs = spec or ["tiny", "lite", "paper"]
     if networks:
-        _network_table(specs, _parse_size(size), _parse_size(paper_size), repeats, halo)
+        _network_table(specs, parse_size(size, "--size"), parse_size(paper_size, "--paper-size"), repeats, halo)
         return
     precisions = precision or ["fp32", "bf16"]
     layouts = {"cl": [True], "nchw": [False], "both": [True, False]}.get(layout)
@@ -145,7 +135,7 @@ def bench_command(
         raise UsageError(f"layout must be cl, nchw or both, got {layout!r}")
     if tile < 8:
         raise UsageError(f"tile must be at least 8, got {tile}")
-    sizes = {"default": _parse_size(size), "paper": _parse_size(paper_size)}
+    sizes = {"default": parse_size(size, "--size"), "paper": parse_size(paper_size, "--paper-size")}
     batch: int | str = int(tile_batch) if tile_batch.isdigit() else tile_batch
 
     if model is not None:

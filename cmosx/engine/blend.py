@@ -10,7 +10,8 @@ A 2-D window is the product of a row window and a column window, and tiles form 
 the summed 2-D weight is the outer product of the summed row weights and the summed column weights:
 we keep those two vectors instead of a full-resolution weight image (saving a third of the output
 buffer on large photos). Tiles that are split again after an out-of-memory error are blended inside
-their parent core first (:func:`blend_local`), so the grid stays a product grid.
+their parent core first (a :class:`TileAccumulator` over the sub-grid, in ``cmosx.engine.runner``), so
+the grid stays a product grid.
 """
 
 from __future__ import annotations
@@ -128,12 +129,3 @@ class TileAccumulator:
             weight = self.row_weights[y0:y1, None] * self.col_weights[None, :]
             self.buffer[:, y0:y1].div_(weight)
         return self.buffer
-
-
-def blend_local(rows: AxisPlan, cols: AxisPlan, cores: dict[tuple[int, int], Tensor], scale: int = 1) -> Tensor:
-    """Blend the core outputs of a small sub-grid into one tensor (used when a tile is re-split)."""
-    first = next(iter(cores.values()))
-    acc = TileAccumulator(first.shape[0], rows, cols, scale, dtype=torch.float32)
-    for (i, j), core in cores.items():
-        acc.add(i, j, core)
-    return acc.finish()

@@ -41,11 +41,6 @@ class Span:
     def in_size(self) -> int:
         return self.in_stop - self.in_start
 
-    @property
-    def core_in_window(self) -> slice:
-        """Where the core sits inside the input window (to crop a network's output)."""
-        return slice(self.start - self.in_start, self.stop - self.in_start)
-
 
 @dataclass(frozen=True)
 class AxisPlan:
