@@ -2,5 +2,5 @@
 
 Imports point one way: ``cmosx.train`` may import ``cmosx``; nothing in ``cmosx`` outside this
 package imports it (the CLI imports it lazily inside the ``train``/``eval``/``dataset`` commands, except the
-torch-free :mod:`cmosx.train.catalog` and :mod:`cmosx.train.config` its option lists are built from).
+torch-free :mod:`cmosx.catalog` its option lists are built from).
 """

@@ -24,8 +24,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from cmosx.catalog import DATASET_NAMES
 from cmosx.errors import UsageError
-from cmosx.train.catalog import DATASET_NAMES
 
 STAGES = ("estimator", "sr", "blind")
 GIA_MODES = ("none", "F", "FC", "FCS")
@@ -204,11 +204,6 @@ _PAPER_WARMUP = 10 * 795 // 8
 _CPU_DATA: dict[str, Any] = dict(scene_size=(240, 320), crops_per_scene=4, threads=1)
 
 # What each preset assumes (shown by ``cmosx train --help`` and in the docs).
-PRESET_HARDWARE = {
-    "cpu": "a CPU of 2+ cores (1 torch thread, batch 8 of 192 x 192 HR crops; add --workers 1)",
-    "paper": "one large GPU (estimator 8 whole 480 x 640 images a batch, sr 16 crops of 192, blind 4 whole images;"
-    " pass --device cuda)",
-}
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {

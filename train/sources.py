@@ -18,10 +18,10 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from cmosx.catalog import DATASET_KERNEL, dataset_sigma_max
 from cmosx.errors import DatasetError, UsageError
 from cmosx.io.atomic import atomic_write_bytes
 from cmosx.launch import launch_from_environment
-from cmosx.train.catalog import DATASET_KERNEL, dataset_sigma_max
 from cmosx.train.config import TrainConfig
 
 SYNTHETIC_TEST_SIZE = (480, 640)

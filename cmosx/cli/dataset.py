@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from cmosx.catalog import DATASET_KERNEL, DATASET_NAMES
 from cmosx.cli._common import parse_size, report_errors
 from cmosx.errors import UsageError
-from cmosx.train.catalog import DATASET_KERNEL, DATASET_NAMES
 
 group = typer.Typer(help="Generate and inspect BSR datasets.", no_args_is_help=True)
 

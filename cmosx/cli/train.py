@@ -14,11 +14,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from cmosx.catalog import DATASET_NAMES, PRESET_HARDWARE
 from cmosx.cli._common import parse_size, report_errors
 from cmosx.errors import UsageError
 from cmosx.launch import launch_from_environment
-from cmosx.train.catalog import DATASET_NAMES
-from cmosx.train.config import PRESET_HARDWARE
 
 
 def register(app: typer.Typer) -> None:

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cmosx.catalog import sigma_max_for
 from cmosx.errors import UsageError
-from cmosx.train.catalog import sigma_max_for
 
 SENSOR_WIDTH_MM = 36.0
 FOCAL_LENGTHS_MM = (50.0, 70.0, 85.0)

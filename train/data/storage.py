@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from cmosx.catalog import DATASET_NAMES
 from cmosx.errors import DatasetError, UsageError
 from cmosx.io.atomic import atomic_write, atomic_write_json
-from cmosx.train.catalog import DATASET_NAMES
 from cmosx.train.data.degrade import Degradation
 from cmosx.train.data.splits import TEST_GROUPS, split_folder
 
@@ -182,7 +182,7 @@ class BSRFolder(Dataset):
 def open_dataset(name: str, root: str | Path, split: str, group: int | None = None) -> BSRFolder:
     """Open a split of a dataset written by ``cmosx dataset generate``.
 
-    ``name``: one of :data:`~cmosx.train.catalog.DATASET_NAMES` (must match dataset.json); ``split``: train,
+    ``name``: one of :data:`~cmosx.catalog.DATASET_NAMES` (must match dataset.json); ``split``: train,
     val or test; ``group``: 1..5 for test (required there), None otherwise.
     """
     if name not in DATASET_NAMES:
