@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from cmosx.engine.bokeh import DEFAULT_BOKEH_SIGMA
-from cmosx.engine.device import psnr
 from cmosx.engine.pipeline import Upscaler
 from cmosx.io import read_image
 from cmosx.io.maps import colorize
 from cmosx.models.hub import resolve_model
+from cmosx.ops.compare import psnr
 from cmosx.ops.grid import grid_upsample
 
 ROOT = Path(__file__).resolve().parent.parent

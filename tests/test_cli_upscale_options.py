@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cmosx.cli.main import app
-from cmosx.engine.device import psnr
+from cmosx.ops.compare import psnr
 from cmosx.ops.grid import grid_upsample
 
 H, W = 24, 32

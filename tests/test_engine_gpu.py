@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from cmosx.engine.bench import random_model, synthetic_photo
-from cmosx.engine.device import psnr
 from cmosx.engine.pipeline import Upscaler
+from cmosx.ops.compare import psnr
 
 pytestmark = pytest.mark.gpu
 

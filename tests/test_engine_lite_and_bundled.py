@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from cmosx.engine.bench import random_model, synthetic_photo
-from cmosx.engine.device import psnr
 from cmosx.engine.pipeline import Upscaler
 from cmosx.models.hub import resolve_model
+from cmosx.ops.compare import psnr
 
 
 @pytest.fixture(scope="module", params=["random-lite", "bundled"])

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from cmosx.engine.bench import random_model, synthetic_photo
-from cmosx.engine.device import psnr
 from cmosx.engine.pipeline import Upscaler
 from cmosx.errors import InputImageError, UsageError
+from cmosx.ops.compare import psnr
 
 SIGMA_MAX = 5.0
 

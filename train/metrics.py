@@ -12,11 +12,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from kornia.metrics import ssim as kornia_ssim
 from torch import Tensor
+
+from cmosx.ops.compare import psnr
 
 IGNORE_INDEX = 255
 
@@ -39,16 +39,6 @@ def crop_border(image: Tensor, border: int) -> Tensor:
 
 def _as_batch(image: Tensor) -> Tensor:
     return image.unsqueeze(0) if image.dim() == 3 else image
-
-
-def psnr(a: Tensor, b: Tensor, peak: float = 1.0) -> float:
-    """PSNR in dB between two tensors of equal shape (mean over every element); inf when equal."""
-    if a.shape != b.shape:
-        raise ValueError(f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}")
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
-    if mse == 0.0:
-        return math.inf
-    return 10.0 * math.log10(peak * peak / mse)
 
 
 def ssim(a: Tensor, b: Tensor, peak: float = 1.0) -> float:

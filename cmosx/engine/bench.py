@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from cmosx.engine.device import autocast_context, psnr
+from cmosx.engine.device import autocast_context
 from cmosx.engine.pipeline import Upscaler
+from cmosx.ops.compare import psnr
 
 
 def random_model(spec_name: str, num_classes: int = 8, seed: int = 0, lively: bool = True):

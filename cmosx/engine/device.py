@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from cmosx.errors import DeviceError, UsageError
+from cmosx.ops.compare import psnr
 
 PRECISIONS: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -111,14 +112,6 @@ def autocast_context(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def psnr(a: Tensor, b: Tensor, peak: float = 1.0) -> float:
-    """PSNR in dB between two tensors of equal shape (inf when identical)."""
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
-    if mse == 0:
-        return float("inf")
-    return 10.0 * torch.log10(torch.tensor(peak**2 / mse)).item()
 
 
 def _time_call(fn: Callable[[], Tensor], sync: Callable[[], None], repeats: int = 2) -> tuple[float, Tensor]:
