@@ -55,3 +55,8 @@ class ArgumentError(CmosxError, ValueError):
 
     Also a ``ValueError``, so code that catches the builtin keeps working. Exit code 1.
     """
+
+
+class EngineError(CmosxError, RuntimeError):
+    """The engine's own bookkeeping failed (a tile missing or added twice, a benchmark subprocess that died):
+    a bug or a broken environment, not bad input. Also a ``RuntimeError``. Exit code 1."""

@@ -16,6 +16,7 @@ import torch
 from kornia.metrics import ssim as kornia_ssim
 from torch import Tensor
 
+from cmosx.errors import ArgumentError
 from cmosx.ops.compare import psnr
 
 IGNORE_INDEX = 255
@@ -24,7 +25,7 @@ IGNORE_INDEX = 255
 def rgb_to_y(image: Tensor) -> Tensor:
     """BT.601 studio-swing luma. image: ``... x 3 x H x W`` in [0, 1] -> ``... x 1 x H x W`` in [16/255, 235/255]."""
     if image.shape[-3] != 3:
-        raise ValueError(f"expected 3 colour channels, got shape {tuple(image.shape)}")
+        raise ArgumentError(f"expected 3 colour channels, got shape {tuple(image.shape)}")
     r, g, b = image.unbind(dim=-3)
     y = (16.0 + 65.481 * r + 128.553 * g + 24.966 * b) / 255.0
     return y.unsqueeze(-3)
@@ -45,9 +46,9 @@ def ssim(a: Tensor, b: Tensor, peak: float = 1.0) -> float:
     """Mean SSIM over the 'valid' region, 11 x 11 Gaussian window, sigma 1.5. a, b: ``[B x] C x H x W``."""
     a, b = _as_batch(a).double(), _as_batch(b).double()
     if a.shape != b.shape:
-        raise ValueError(f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}")
+        raise ArgumentError(f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}")
     if min(a.shape[-2:]) < 11:
-        raise ValueError(f"SSIM needs images of at least 11 x 11 pixels, got {tuple(a.shape[-2:])}")
+        raise ArgumentError(f"SSIM needs images of at least 11 x 11 pixels, got {tuple(a.shape[-2:])}")
     ssim_map = kornia_ssim(a, b, window_size=11, max_val=float(peak), eps=0.0, padding="valid")
     return ssim_map.mean().item()
 
@@ -76,12 +77,12 @@ class ConfusionMatrix:
     def update(self, prediction: Tensor, labels: Tensor) -> None:
         """prediction, labels: int64 tensors of equal shape (class ids; labels may hold 255)."""
         if prediction.shape != labels.shape:
-            raise ValueError(f"shape mismatch {tuple(prediction.shape)} vs {tuple(labels.shape)}")
+            raise ArgumentError(f"shape mismatch {tuple(prediction.shape)} vs {tuple(labels.shape)}")
         valid = labels != IGNORE_INDEX
         truth = labels[valid].long()
         pred = prediction[valid].long()
         if truth.numel() and (truth.max() >= self.num_classes or truth.min() < 0):
-            raise ValueError(f"label out of range [0, {self.num_classes})")
+            raise ArgumentError(f"label out of range [0, {self.num_classes})")
         index = truth * self.num_classes + pred
         self.matrix += torch.bincount(index, minlength=self.num_classes**2).reshape(self.num_classes, -1)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from cmosx.errors import ArgumentError
 from cmosx.train.metrics import rgb_to_y
 from cmosx.train.spline import shift_images
 
@@ -42,7 +43,7 @@ class Registration:
 
 def _region(size: int, margin: int) -> slice:
     if size - 2 * margin < 8:
-        raise ValueError(f"image too small to register: {size} px with a margin of {margin} px per side")
+        raise ArgumentError(f"image too small to register: {size} px with a margin of {margin} px per side")
     return slice(margin, size - margin)
 
 
@@ -113,7 +114,7 @@ def _refine(out_y, tgt_y, dx: float, dy: float, step: float, rows, cols) -> tupl
 def register(output: Tensor, target: Tensor, border: int, max_shift: float = MAX_SHIFT) -> Registration:
     """Best sub-pixel shift of ``output`` against ``target`` (both ``3 x H x W`` in [0, 1]; see module)."""
     if output.shape != target.shape:
-        raise ValueError(f"shape mismatch {tuple(output.shape)} vs {tuple(target.shape)}")
+        raise ArgumentError(f"shape mismatch {tuple(output.shape)} vs {tuple(target.shape)}")
     out_y = rgb_to_y(output.clamp(0.0, 1.0))[0].float()
     tgt_y = rgb_to_y(target)[0].float()
     margin = max(border, 0) + math.ceil(max_shift) + _MARGIN

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cmosx.engine.device import autocast_context
 from cmosx.engine.pipeline import Upscaler
+from cmosx.errors import EngineError
 from cmosx.ops.compare import psnr
 
 
@@ -346,7 +347,7 @@ def peak_rss_subprocess(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = (done.stderr or "").strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"peak-memory run {height}x{width} failed: {tail[0]}")
+        raise EngineError(f"peak-memory run {height}x{width} failed: {tail[0]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from cmosx.engine.tiles import AxisPlan
+from cmosx.errors import EngineError
 
 
 def ramp(length: int) -> Tensor:
@@ -94,13 +95,13 @@ class TileAccumulator:
     def add(self, row: int, col: int, core: Tensor) -> None:
         """Add tile (row, col)'s core output ``C x (scale*h) x (scale*w)`` (any device/dtype)."""
         if (row, col) not in self.expected:
-            raise RuntimeError(f"tile ({row}, {col}) lies outside the output")
+            raise EngineError(f"tile ({row}, {col}) lies outside the output")
         if (row, col) in self._added:
-            raise RuntimeError(f"tile ({row}, {col}) added twice")
+            raise EngineError(f"tile ({row}, {col}) added twice")
         rs, cs = self.rows.spans[row], self.cols.spans[col]
         s = self.scale
         if core.shape[-2:] != (rs.size * s, cs.size * s) or core.shape[0] != self.buffer.shape[0]:
-            raise RuntimeError(
+            raise EngineError(
                 f"tile ({row}, {col}) has shape {tuple(core.shape)}, expected {rs.size * s}x{cs.size * s}"
             )
         y0, x0 = (rs.start - self.rows.region_start) * s, (cs.start - self.cols.region_start) * s
@@ -121,7 +122,7 @@ class TileAccumulator:
         """Divide by the summed weights (in place, by strips of rows) and return the buffer."""
         if not self.complete:
             missing = len(self.expected - self._added)
-            raise RuntimeError(f"{missing} tile(s) never produced an output")
+            raise EngineError(f"{missing} tile(s) never produced an output")
         if bool((self.row_weights == 1).all()) and bool((self.col_weights == 1).all()):
             return self.buffer  # no tile overlaps another (e.g. one tile): every weight is 1
         for y0 in range(0, self.buffer.shape[1], strip_rows):

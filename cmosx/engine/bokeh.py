@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cmosx.errors import ArgumentError
 from cmosx.ops.grid import grid_upsample
 
 # Sigma (HR px of the x4 output) at which the weight is 0.5. Chosen on real shallow-depth-of-field
@@ -58,7 +59,7 @@ def blend_towards_interpolation(sr: Tensor, lr: Tensor, weight_lr: Tensor, scale
     """
     height, width = lr.shape[-2:]
     if tuple(sr.shape[-2:]) != (height * scale, width * scale):
-        raise ValueError(f"output {tuple(sr.shape[-2:])} is not {scale} x the input {(height, width)}")
+        raise ArgumentError(f"output {tuple(sr.shape[-2:])} is not {scale} x the input {(height, width)}")
     both = torch.cat([lr.float(), weight_lr.float()], dim=0)
     for y0 in range(0, height, _STRIP_ROWS):
         y1 = min(y0 + _STRIP_ROWS, height)

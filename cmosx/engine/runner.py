@@ -18,7 +18,7 @@ from torch import Tensor
 from cmosx.engine.blend import TileAccumulator
 from cmosx.engine.memory import OOM_ERRORS, release_cached
 from cmosx.engine.tiles import AxisPlan, Span, plan_grid, plan_subgrid
-from cmosx.errors import DeviceError
+from cmosx.errors import DeviceError, EngineError
 
 Window = tuple[Span, Span]  # (row span, column span)
 ComputeFn = Callable[[list[Window]], list[Tensor]]
@@ -124,7 +124,7 @@ class TiledRunner:
     def _checked(self, windows: list[Window]) -> list[Tensor]:
         cores = self.compute(windows)
         if len(cores) != len(windows):
-            raise RuntimeError(f"compute returned {len(cores)} outputs for {len(windows)} tiles")
+            raise EngineError(f"compute returned {len(cores)} outputs for {len(windows)} tiles")
         return cores
 
     def _compute_split(self, rows: AxisPlan, cols: AxisPlan, window: Window, tile: int) -> Tensor:
