@@ -200,7 +200,10 @@ def validate_step(planned: PlannedStep, device: str | torch.device = "cpu", imag
     count = images or VALIDATION_IMAGES
     data, where = open_validation_set(planned.config.dataset, planned.config.root, count, planned.config.photos)
     nets = load_networks(str(planned.run_dir))
-    report = evaluate(nets, {1: data}, dataset_name=planned.config.dataset, limit=count, device=device)
+    # fp32: a validation figure must not depend on which precision a timing probe picked this time
+    report = evaluate(
+        nets, {1: data}, dataset_name=planned.config.dataset, limit=count, device=device, precision="fp32"
+    )
     figures: dict[str, Any] = {"on": where, "images": report.images_per_group["1"]}
     rows = {name: per_group["mean"] for name, per_group in report.rows.items()}
     if planned.step.stage == "estimator":
