@@ -39,9 +39,8 @@ from cmosx.train.data.splits import (
     PURPOSE_SCENE,
     sample_rng,
 )
-from cmosx.train.data.textures import noise
+from cmosx.train.data.textures import PHOTO_SUFFIXES, noise
 
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
 SPLIT_FRACTIONS = (("test", 0.25), ("val", 0.10))  # the rest is train
 IGNORE = 255
 MIN_REDUCTION, MAX_REDUCTION = 2.0, 4.0
@@ -177,10 +176,14 @@ def photo_sample(
     kernel_size: int = 21,
     space_invariant: bool = False,
     degradation: Degradation | None = None,
+    far: int | None = None,
+    name: str | None = None,
 ) -> tuple[dict, dict]:
-    """One photo-bsr sample (and its blur record) for ``(seed, photos.split, index)``."""
+    """One photo-bsr sample (and its blur record) for ``(seed, photos.split, index)``; ``far`` fixes which
+    photo is the far layer (evaluation scenes), ``name`` overrides the sample name."""
     split = photos.split
-    scene = make_photo_scene(photos, size[0], size[1], sample_rng(seed, split, index, PURPOSE_SCENE))
+    layers_from = photos if far is None else _FixedFar(photos, far)
+    scene = make_photo_scene(layers_from, size[0], size[1], sample_rng(seed, split, index, PURPOSE_SCENE))
     sample, record = make_bsr_sample(
         scene.image,
         scene.depth,
@@ -190,7 +193,7 @@ def photo_sample(
         blur_rng=sample_rng(seed, split, index, PURPOSE_BLUR),
         noise_rng=sample_rng(seed, split, index, PURPOSE_NOISE),
         degradation=degradation or Degradation(),
-        name=f"photo-{split}-{index:07d}",
+        name=name or f"photo-{split}-{index:07d}",
     )
     sample["layers"] = scene.labels
     return sample, record
@@ -272,22 +275,9 @@ class PhotoTestSet(Dataset):
     def __getitem__(self, j: int) -> dict:
         if not 0 <= j < len(self):
             raise IndexError(j)
-        rng = sample_rng(self.seed, self.photos.split, j, PURPOSE_SCENE)
-        h, w = self.size
+        name = f"{Path(self.photo_of(j)).stem}-{j % self.per_photo}"
         with one_torch_thread():
-            scene = make_photo_scene(_FixedFar(self.photos, j // self.per_photo), h, w, rng)
-            sample, _ = make_bsr_sample(
-                scene.image,
-                scene.depth,
-                torch.full_like(scene.labels, IGNORE),
-                kernel_size=21,
-                space_invariant=False,
-                blur_rng=sample_rng(self.seed, self.photos.split, j, PURPOSE_BLUR),
-                noise_rng=sample_rng(self.seed, self.photos.split, j, PURPOSE_NOISE),
-                degradation=Degradation(),
-                name=f"{Path(self.photo_of(j)).stem}-{j % self.per_photo}",
-            )
-        sample["layers"] = scene.labels
+            sample, _ = photo_sample(self.photos, self.seed, j, self.size, far=j // self.per_photo, name=name)
         sample["photo"] = self.photo_of(j)
         return sample
 
