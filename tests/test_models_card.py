@@ -83,7 +83,9 @@ def test_a_malformed_field_is_a_model_error_naming_the_file_and_the_field(path, 
 def test_an_unknown_recipe_key_is_named():
     data = _bundled_data()
     data["recipe"]["stages"]["blind"]["epochs"] = 3
-    with pytest.raises(ModelError, match=r"card\.json: model card field recipe\.stages\.blind: unknown key\(s\) epochs"):
+    with pytest.raises(
+        ModelError, match=r"card\.json: model card field recipe\.stages\.blind: unknown key\(s\) epochs"
+    ):
         ModelCard.from_dict(data, "card.json")
 
 
