@@ -255,6 +255,7 @@ def _end_to_end(
     from cmosx.engine.bench import interleaved_best, synthetic_photo
     from cmosx.io import read_image, write_image
     from cmosx.io.photo import Photo
+    from cmosx.models.cmos import conditions
 
     height, width = size
     choice = EngineChoice(model=model_ref, device=device, precision=precision, tile="auto", overlap=16)
@@ -271,8 +272,8 @@ def _end_to_end(
         def networks():
             with torch.inference_mode():
                 maps = upscaler._run_cmos(lr, upscaler.precision)
-                blur = maps[:, :1].clamp(0, upscaler.sigma_max)
-                upscaler._run_sr(lr, blur, torch.softmax(maps[:, 1:], dim=1), upscaler.precision)
+                blur, semantic = conditions(maps[:, :1], maps[:, 1:], upscaler.sigma_max)
+                upscaler._run_sr(lr, blur, semantic, upscaler.precision)
 
         t_pipe, t_nets = interleaved_best([pipeline, networks], upscaler.device, rounds=repeats)
     name = str(upscaler.precision).replace("torch.", "")
