@@ -146,6 +146,7 @@ def _metadata(image: Image.Image) -> PhotoMetadata:
 
 
 def _png_bit_depth(path: Path) -> int:
+    """The IHDR bit depth, read from the header: Pillow opens a 16-bit RGB PNG as mode "RGB" and says no more."""
     with path.open("rb") as handle:
         header = handle.read(26)
     # 8-byte signature, 4-byte length, "IHDR", width, height, then the bit depth byte.
