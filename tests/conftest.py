@@ -86,3 +86,19 @@ def write_dng():
         writer.convert(raw, filename=path.stem)
 
     return write
+
+
+@pytest.fixture
+def model_loads(monkeypatch):
+    """The list of model references the CLI resolves during a test (``cmosx.cli._engine.resolve_model`` counted)."""
+    import cmosx.cli._engine as engine_seam
+
+    calls = []
+    real_resolve = engine_seam.resolve_model
+
+    def counting(ref):
+        calls.append(ref)
+        return real_resolve(ref)
+
+    monkeypatch.setattr(engine_seam, "resolve_model", counting)
+    return calls

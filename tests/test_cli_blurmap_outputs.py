@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-import cmosx.cli._engine as engine_seam
 from cmosx.cli.main import app
 
 H, W = 24, 32
@@ -35,17 +34,9 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def model_args(model_dir, monkeypatch):
-    calls = []
-    real_resolve = engine_seam.resolve_model
-
-    def counting(ref):
-        calls.append(ref)
-        return real_resolve(ref)
-
-    monkeypatch.setattr(engine_seam, "resolve_model", counting)
+def model_args(model_dir, model_loads):
     return SimpleNamespace(
-        args=["--model", str(model_dir), "--device", "cpu", "--precision", "fp32", "--tile", "32"], calls=calls
+        args=["--model", str(model_dir), "--device", "cpu", "--precision", "fp32", "--tile", "32"], calls=model_loads
     )
 
 

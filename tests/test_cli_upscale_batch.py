@@ -16,7 +16,6 @@ import torch
 from PIL import Image, ImageCms
 from typer.testing import CliRunner
 
-import cmosx.cli._engine as engine_seam
 from cmosx.cli.main import app
 from cmosx.io import read_image
 
@@ -40,7 +39,7 @@ def _tiny_model():
 
 
 @pytest.fixture
-def model_arg(tmp_path_factory, monkeypatch):
+def model_arg(tmp_path_factory, model_loads):
     """``--model PATH`` of a seeded random-weight tiny model saved to tmp; ``calls`` counts model resolutions."""
     from cmosx.models.card import ModelCard
     from cmosx.models.weights_io import save_model
@@ -52,16 +51,8 @@ def model_arg(tmp_path_factory, monkeypatch):
         description="seeded random weights for tests",
     )  # fmt: skip
     save_model(folder / "model.safetensors", folder / "config.json", model.cmos, model.sr, card)
-    calls = []
-    real_resolve = engine_seam.resolve_model
-
-    def counting(ref):
-        calls.append(ref)
-        return real_resolve(ref)
-
-    monkeypatch.setattr(engine_seam, "resolve_model", counting)
     args = ["--model", str(folder), "--device", "cpu", "--precision", "fp32", "--tile", "32"]
-    return SimpleNamespace(args=args, calls=calls)
+    return SimpleNamespace(args=args, calls=model_loads)
 
 
 def _rgb(seed=0, channels=3, dtype=np.uint8):

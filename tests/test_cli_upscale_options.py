@@ -19,8 +19,8 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def model_args(tmp_path_factory):
-    from cmosx.engine.bench import random_model
     from cmosx.models.card import ModelCard, Recipe
+    from cmosx.models.random_init import random_model
     from cmosx.models.weights_io import save_model
 
     model = random_model("tiny", num_classes=3, seed=3)

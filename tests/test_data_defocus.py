@@ -5,12 +5,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from kornia.filters import get_gaussian_kernel1d
 
 from cmosx.train.data.defocus import (
     fast_blur,
     gaussian_blur,
+    gaussian_kernel_1d,
     layer_keys,
+    level_sigma,
     quantise_sigma,
+    reduction_for,
     render_defocus_reference,
     render_layers,
     render_space_invariant,
@@ -40,6 +44,17 @@ def _impulse_sigma(response: torch.Tensor) -> float:
 def test_sigma_max_per_kernel_size():
     assert sigma_max_for(21) == 5.0
     assert sigma_max_for(61) == 15.0
+
+
+def test_kernel_is_kornias_gaussian_to_one_ulp():
+    """The renderer writes its kernel out (bit-exact stored datasets); it is kornia's Gaussian for every sigma
+    the renderer blurs with: each quantisation level up to 15 and fast_blur's residual at reduced resolution."""
+    levels = level_sigma(torch.arange(1, int(quantise_sigma(torch.tensor(15.0))[0]) + 2)).tolist()
+    residuals = [math.sqrt(max(s * s - reduction_for(s) ** 2 / 4.0, 0.0)) / reduction_for(s) for s in levels]
+    for sigma in [s for s in levels + residuals if s >= 0.05]:
+        ours = gaussian_kernel_1d(sigma)
+        theirs = get_gaussian_kernel1d(ours.numel(), sigma).reshape(-1)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1.2e-7)
 
 
 @pytest.mark.parametrize("sigma", [0.8, 2.5, 4.0, 7.0, 13.0])

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from cmosx.engine.bench import random_model, synthetic_photo
+from cmosx.engine.bench import synthetic_photo
 from cmosx.engine.pipeline import Upscaler
 from cmosx.models.hub import resolve_model
+from cmosx.models.random_init import random_model
 from cmosx.ops.compare import psnr
 
 

@@ -4,9 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmosx.engine.bench import random_model, synthetic_photo
+from cmosx.engine.bench import synthetic_photo
 from cmosx.engine.pipeline import Upscaler
 from cmosx.errors import InputImageError, UsageError
+from cmosx.models.random_init import random_model
 from cmosx.ops.compare import psnr
 
 SIGMA_MAX = 5.0

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from cmosx.models.bench import probe_weights
 from cmosx.models.cmos import CMOS
+from cmosx.models.random_init import probe_weights
 from cmosx.models.rrdb_sft import RRDBSFT
 from cmosx.models.specs import SPECS
 

@@ -10,6 +10,7 @@ from cmosx.errors import ModelError, UsageError
 from cmosx.models.blind import BlindSR
 from cmosx.models.cmos import CMOS
 from cmosx.models.descriptor import describe
+from cmosx.models.random_init import open_neutral_paths
 from cmosx.models.rrdb_sft import RRDBSFT, labels_to_probabilities, maps_to_lr
 from cmosx.models.specs import GIA_MODES, SPECS, GIASpec, get_spec, spec_from_dict, spec_to_dict
 from cmosx.ops.grid import grid_upsample
@@ -36,12 +37,28 @@ def _tiny_blind(mode="FCS", pool="window", semantic_input="probabilities", resid
 
 def _open_gates(model):
     """Make every learnable path contribute (gates start at 0, flow predictors start at zero)."""
-    for name, p in model.named_parameters():
-        if name.endswith(("alpha", "beta")):
-            p.data.fill_(0.5)
-        if name.endswith("flow.weight"):
-            p.data.normal_(0, 0.1)
-    return model
+    return open_neutral_paths(model, torch.Generator().manual_seed(0), gate=0.5, flow_std=0.1)
+
+
+def test_open_neutral_paths_opens_gates_flows_and_batchnorm_reproducibly():
+    def opened(seed):
+        torch.manual_seed(0)  # the rest of the weights
+        model = _tiny_blind()
+        g = torch.Generator().manual_seed(seed)
+        return open_neutral_paths(model, g, gate=0.5, flow_std=0.1, bn_mean_std=0.1, bn_var_range=(0.5, 2.0))
+
+    model = opened(3)
+    params = dict(model.named_parameters())
+    gates = [p for n, p in params.items() if n.endswith(("alpha", "beta"))]
+    flows = [p for n, p in params.items() if n.endswith("flow.weight")]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert gates and flows and norms
+    assert all(bool((p == 0.5).all()) for p in gates)
+    assert all(float(p.abs().max()) > 0 for p in flows)
+    assert all(bool(((m.running_var >= 0.5) & (m.running_var <= 2.0)).all()) for m in norms)
+    assert any(float(m.running_mean.abs().max()) > 0 for m in norms)
+    again = opened(3).state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in model.state_dict().items())
 
 
 def test_paper_parameter_counts_match_the_notes():

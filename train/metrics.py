@@ -26,6 +26,8 @@ def rgb_to_y(image: Tensor) -> Tensor:
     """BT.601 studio-swing luma. image: ``... x 3 x H x W`` in [0, 1] -> ``... x 1 x H x W`` in [16/255, 235/255]."""
     if image.shape[-3] != 3:
         raise ArgumentError(f"expected 3 colour channels, got shape {tuple(image.shape)}")
+    # Written out: kornia's rgb_to_ycbcr is full-range (JPEG) YCbCr; SR papers report PSNR-Y on MATLAB's
+    # studio-swing rgb2ycbcr, whose coefficients these are.
     r, g, b = image.unbind(dim=-3)
     y = (16.0 + 65.481 * r + 128.553 * g + 24.966 * b) / 255.0
     return y.unsqueeze(-3)

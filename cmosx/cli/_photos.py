@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cmosx.io.photo import Photo
+from cmosx.ops.alpha import unpremultiply
 
 # Rec. 601 luma weights (what Pillow uses for RGB -> L): grey results are converted back with these.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -46,7 +47,7 @@ def upscale_photo(photo: Photo, upscale_rgb: Callable[[Tensor], Tensor], scale: 
     alpha = None
     if photo.alpha is not None:
         alpha = resize(photo.alpha, native_h, native_w)
-        out = torch.where(alpha > 0, (out / alpha.clamp_min(1e-6)).clamp(0.0, 1.0), torch.zeros_like(out))
+        out = unpremultiply(out, alpha)
     color = to_grayscale(out) if photo.is_grayscale else out
     target_h, target_w = height * scale, width * scale
     color = resize(color, target_h, target_w)

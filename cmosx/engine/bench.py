@@ -28,44 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from cmosx.engine.device import autocast_context
 from cmosx.engine.pipeline import Upscaler
 from cmosx.errors import EngineError
+from cmosx.models.random_init import random_model
 from cmosx.ops.compare import psnr
-
-
-def random_model(spec_name: str, num_classes: int = 8, seed: int = 0, lively: bool = True):
-    """A :class:`~cmosx.models.model.Model` with seeded random weights (no training).
-
-    ``lively`` also randomises what a fresh network leaves neutral -- BatchNorm statistics, the GIA
-    gates alpha/beta (initialised to 0) and the flow predictors (initialised to 0) -- so that every
-    path that could break tiling is active, as in a trained network.
-    """
-    from cmosx.models.card import ModelCard
-    from cmosx.models.model import Model
-    from cmosx.models.specs import get_spec
-    from cmosx.models.weights_io import build_networks
-
-    spec = get_spec(spec_name)
-    card = ModelCard(
-        name=f"random-{spec_name}",
-        spec=spec,
-        num_classes=num_classes,
-        class_names=[f"class{i}" for i in range(num_classes)],
-        description=f"seeded random weights (seed {seed}) for tests and benchmarks; not trained",
-    )
-    torch.manual_seed(seed)
-    cmos, sr = build_networks(card)
-    if lively:
-        g = torch.Generator().manual_seed(seed + 1)
-        for net in (cmos, sr):
-            for module in net.modules():
-                if isinstance(module, torch.nn.BatchNorm2d):
-                    module.running_mean.copy_(torch.randn(module.num_features, generator=g) * 0.1)
-                    module.running_var.copy_(torch.rand(module.num_features, generator=g) + 0.5)
-            for name, param in net.named_parameters():
-                if name.endswith(("alpha", "beta")):
-                    param.data.fill_(0.5)
-                elif name.endswith("flow.weight"):
-                    param.data.copy_(torch.randn(param.shape, generator=g) * 0.01)
-    return Model(card=card, cmos=cmos.eval(), sr=sr.eval(), source="random")
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> Tensor:

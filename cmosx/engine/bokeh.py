@@ -45,6 +45,9 @@ def bokeh_weight(blur_lr: Tensor, threshold: float, ramp: float = BOKEH_RAMP) ->
     size = 2 * r + 1
     # Erode, then average over the same window: each pixel's result averages minima that all include
     # the pixel itself, so it never exceeds its own weight (0 stays 0); the minimum guards rounding.
+    # Pooling rather than kornia: kornia.filters.box_blur was 4.5x slower (53 vs 12 ms on a 750 x 1000
+    # map, one thread, 2-core Xeon, loaded) and not bit-equal; kornia.morphology.erosion gives the same
+    # values but unfolds 25 values a pixel on CUDA and in kornia < 0.9 (2.5 GB for a 25 MP photo).
     eroded = -F.max_pool2d(F.pad(-own, (r, r, r, r), mode="replicate"), size, stride=1)
     weight = torch.minimum(F.avg_pool2d(F.pad(eroded, (r, r, r, r), mode="replicate"), size, stride=1), own)
     return weight[0].clamp_(0.0, 1.0)

@@ -12,6 +12,7 @@ def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
 
     1 normal, 2 mirrored left-right, 3 rotated 180, 4 mirrored top-bottom, 5 transposed, 6 needs a 90 degree
     clockwise turn, 7 transversed, 8 needs a 90 degree counter-clockwise turn. Unknown values are ignored.
+    On arrays, not ``PIL.ImageOps.exif_transpose``: 16-bit colour and float pixels never become Pillow images.
     """
     if orientation == 2:
         out = array[:, ::-1]

@@ -16,6 +16,7 @@ from cmosx.io.heif import HEIF_FORMATS, container_bit_depth, decode_deep, regist
 from cmosx.io.metadata import exif_from_tiff_tags, load_exif, orientation_of
 from cmosx.io.orientation import ORIENTATION_TAG, apply_orientation
 from cmosx.io.photo import Photo, PhotoMetadata, to_float
+from cmosx.ops.alpha import unpremultiply
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels of input (the x4 output has 16 times more)
 READABLE_FORMATS = {"JPEG", "MPO", "PNG", "TIFF", "WEBP", "BMP", "HEIF", "AVIF"}
@@ -146,6 +147,7 @@ def _metadata(image: Image.Image) -> PhotoMetadata:
 
 
 def _png_bit_depth(path: Path) -> int:
+    """The IHDR bit depth, read from the header: Pillow opens a 16-bit RGB PNG as mode "RGB" and says no more."""
     with path.open("rb") as handle:
         header = handle.read(26)
     # 8-byte signature, 4-byte length, "IHDR", width, height, then the bit depth byte.
@@ -275,10 +277,3 @@ def _to_photo(
         color=color, alpha=alpha, bit_depth=bit_depth, source_format=fmt, metadata=metadata, source=path, notes=notes
     )
 
-
-def unpremultiply(color, alpha):
-    """Straight colour from premultiplied colour: C x H x W / (1 x H x W alpha); 0 where alpha is 0."""
-    import torch
-
-    safe = alpha.clamp_min(1e-8)
-    return torch.where(alpha > 0, (color / safe).clamp(0.0, 1.0), torch.zeros_like(color))

@@ -15,6 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cmosx.models.cmos import CMOS
+from cmosx.models.random_init import probe_weights
 from cmosx.models.rrdb_sft import RRDBSFT
 from cmosx.models.specs import SPECS
 
@@ -99,22 +100,6 @@ def benchmark_spec(spec_name: str, height: int = 120, width: int = 160, num_clas
         return net(x, b, s)
 
     return [_bench_pair(f"{spec_name}/cmos", run_cmos, repeats), _bench_pair(f"{spec_name}/sr", run_sr, repeats)]
-
-
-def probe_weights(module: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Open every GIA path for a receptive-field probe: gates 1, random flow, random BN statistics."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            if name.endswith(("alpha", "beta")):
-                param.fill_(1.0)
-            if name.endswith("flow.weight"):
-                param.normal_(0, 0.05, generator=generator)
-        for layer in module.modules():
-            if isinstance(layer, torch.nn.BatchNorm2d):
-                layer.running_mean.normal_(0, 0.1, generator=generator)
-                layer.running_var.uniform_(0.5, 2.0, generator=generator)
-    return module.eval()
 
 
 def influence_radius(

@@ -41,6 +41,25 @@ def check_kernel_size(kernel_size: int) -> None:
         raise UsageError(f"kernel size must be odd and >= 5 (21 or 61 in the paper), got {kernel_size}")
 
 
+def check_stream_settings(
+    what: str, size: tuple[int, int], kernel_size: int, degradation: Degradation | None, min_side: int = 0, **shares
+) -> Degradation:
+    """Check a streamed dataset's settings and return its degradation (default: x4 direct subsampling).
+
+    ``size`` (H, W) must be multiples of the scale and, with ``min_side``, at least ``min_side`` LR pixels a
+    side; every keyword share must lie in [0, 1]. Raises :class:`UsageError` naming ``what``."""
+    check_kernel_size(kernel_size)
+    degradation = degradation or Degradation()
+    s = degradation.scale
+    if size[0] % s or size[1] % s or min(size) < min_side * s:
+        at_least = f" and at least {min_side * s}" if min_side else ""
+        raise UsageError(f"{what} size {size} must be multiples of {s}{at_least}")
+    for name, value in shares.items():
+        if not 0.0 <= value <= 1.0:
+            raise UsageError(f"{name} must be in [0, 1], got {value}")
+    return degradation
+
+
 def make_bsr_sample(
     image: torch.Tensor,
     depth: torch.Tensor,

@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cmosx.errors import DatasetError, UsageError
-from cmosx.train.data.bsr import check_kernel_size, make_bsr_sample, one_torch_thread
+from cmosx.train.data.bsr import check_stream_settings, make_bsr_sample, one_torch_thread
 from cmosx.train.data.degrade import Degradation
 from cmosx.train.data.scenes import Scene
 from cmosx.train.data.splits import (
@@ -219,17 +219,14 @@ class PhotoBSR(Dataset):
         procedural_share: float = 0.0,
         degradation: Degradation | None = None,
     ):
-        check_kernel_size(kernel_size)
-        self.degradation = degradation or Degradation()
-        s = self.degradation.scale
-        if size[0] % s or size[1] % s:
-            raise UsageError(f"photo scene size {size} must be multiples of {s}")
-        for name, value in (
-            ("space_invariant_fraction", space_invariant_fraction),
-            ("procedural_share", procedural_share),
-        ):
-            if not 0.0 <= value <= 1.0:
-                raise UsageError(f"{name} must be in [0, 1], got {value}")
+        self.degradation = check_stream_settings(
+            "photo scene",
+            size,
+            kernel_size,
+            degradation,
+            space_invariant_fraction=space_invariant_fraction,
+            procedural_share=procedural_share,
+        )
         self.photos = PhotoFolder(folder, split) if procedural_share < 1.0 else None
         self.split, self.seed, self.size, self.length = split, int(seed), tuple(size), int(length)
         self.kernel_size, self.invariant, self.procedural = kernel_size, space_invariant_fraction, procedural_share

@@ -13,7 +13,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from cmosx.errors import UsageError
-from cmosx.train.data.bsr import check_kernel_size, make_bsr_sample, one_torch_thread
+from cmosx.train.data.bsr import check_stream_settings, make_bsr_sample, one_torch_thread
 from cmosx.train.data.degrade import Degradation
 from cmosx.train.data.scenes import SYNTHETIC_CLASSES, make_scene
 from cmosx.train.data.splits import (
@@ -77,13 +77,9 @@ class SyntheticBSR(Dataset):
         length: int = 1000,
         degradation: Degradation | None = None,
     ):
-        check_kernel_size(kernel_size)
-        self.degradation = degradation or Degradation()
-        s = self.degradation.scale
-        if size[0] % s or size[1] % s or min(size) < 4 * s:
-            raise UsageError(f"synthetic size {size} must be multiples of {s} and at least {4 * s}")
-        if not 0.0 <= space_invariant_fraction <= 1.0:
-            raise UsageError(f"space_invariant_fraction must be in [0, 1], got {space_invariant_fraction}")
+        self.degradation = check_stream_settings(
+            "synthetic", size, kernel_size, degradation, min_side=4, space_invariant_fraction=space_invariant_fraction
+        )
         if length < 1:
             raise UsageError(f"length must be >= 1, got {length}")
         self.seed, self.size, self.kernel_size = int(seed), tuple(size), kernel_size
