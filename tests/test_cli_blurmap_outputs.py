@@ -20,10 +20,11 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
+    from cmosx.models.card import ModelCard
     from cmosx.models.cmos import CMOS
     from cmosx.models.rrdb_sft import RRDBSFT
     from cmosx.models.specs import get_spec
-    from cmosx.models.weights_io import ModelCard, save_model
+    from cmosx.models.weights_io import save_model
 
     spec = get_spec("tiny")
     torch.manual_seed(0)

@@ -42,7 +42,8 @@ def _tiny_model():
 @pytest.fixture
 def model_arg(tmp_path_factory, monkeypatch):
     """``--model PATH`` of a seeded random-weight tiny model saved to tmp; ``calls`` counts model resolutions."""
-    from cmosx.models.weights_io import ModelCard, save_model
+    from cmosx.models.card import ModelCard
+    from cmosx.models.weights_io import save_model
 
     model = _tiny_model()
     folder = tmp_path_factory.mktemp("model")

@@ -20,7 +20,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def model_args(tmp_path_factory):
     from cmosx.engine.bench import random_model
-    from cmosx.models.weights_io import ModelCard, save_model
+    from cmosx.models.card import ModelCard, Recipe
+    from cmosx.models.weights_io import save_model
 
     model = random_model("tiny", num_classes=3, seed=3)
     with torch.no_grad():  # random weights estimate sigma < 0 (clamped to 0): lift it into the range
@@ -28,7 +29,7 @@ def model_args(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     card = ModelCard(
         name="tiny", spec=model.card.spec, num_classes=3, class_names=["a", "b", "c"], sigma_max=5.0,
-        recipe={"stages": {"estimator": {"config": {"dataset": "synthetic-bsr"}}}},
+        recipe=Recipe.from_dict({"stages": {"estimator": {"config": {"dataset": "synthetic-bsr"}}}}),
     )  # fmt: skip
     save_model(folder / "model.safetensors", folder / "config.json", model.cmos, model.sr, card)
     return ["--model", str(folder), "--device", "cpu", "--precision", "fp32", "--tile", "4096"]

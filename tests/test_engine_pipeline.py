@@ -178,3 +178,14 @@ def test_auto_settings_measure_precision_and_fit_the_tile_on_the_cpu(tiny, monke
         again = Upscaler(tiny)
         assert again.precision == engine.precision and again.stats.precision_probe == {}
     assert 64 <= engine.tile <= 2048 and engine.cmos_tile >= engine.tile
+
+
+def test_the_engines_strip_wise_conditions_equal_conditions_on_the_whole_map(tiny):
+    """``_maps_from_estimate`` converts a map taller than one strip in place by :func:`conditions`."""
+    from cmosx.models.cmos import conditions
+
+    raw = torch.randn(1 + 6, 600, 7, generator=torch.Generator().manual_seed(5)) * 4
+    expected = conditions(raw[None, :1], raw[None, 1:], SIGMA_MAX, blur_scale=0.7)
+    out = make(tiny, tile=64, blur_scale=0.7)._maps_from_estimate(raw.clone(), None, (600, 7))
+    torch.testing.assert_close(out[:1], expected[0][0], rtol=0, atol=0)
+    torch.testing.assert_close(out[1:], expected[1][0])  # float32 tolerance: strided vs contiguous softmax

@@ -5,8 +5,9 @@ from typer.testing import CliRunner
 
 from cmosx.cli.main import app
 from cmosx.models import hub
+from cmosx.models.card import Metrics, ModelCard, Recipe
 from cmosx.models.specs import SPECS
-from cmosx.models.weights_io import ModelCard, build_networks, save_model
+from cmosx.models.weights_io import build_networks, save_model
 
 runner = CliRunner()
 
@@ -34,8 +35,8 @@ def test_list_and_verify_a_bundled_model(bundle):
         spec=SPECS["tiny"],
         num_classes=2,
         class_names=["near", "far"],
-        recipe={"data": "synthetic-bsr 64 scenes"},
-        metrics={"psnr_db": 21.25, "miou": 0.5},
+        recipe=Recipe(dataset="synthetic-bsr 64 scenes"),
+        metrics=Metrics({"psnr_db": 21.25, "miou": 0.5}),
     )
     cmos, sr = build_networks(card)
     save_model(bundle / "m.safetensors", bundle / "m.json", cmos, sr, card)

@@ -3,6 +3,7 @@
 from pathlib import Path
 from types import SimpleNamespace
 
+from cmosx.models.card import Recipe
 from cmosx.models.provenance import estimator_dataset, semantic_provenance
 from cmosx.models.weights_io import read_card
 
@@ -20,14 +21,14 @@ def test_the_bundled_models_classes_are_marked_synthetic():
 def test_the_estimator_stage_decides_and_a_card_without_recipe_makes_no_claim():
     names = ["floor", "wall"]
     # a blind stage fine-tuned on synthetic data whose estimator was taken from a model trained on NYUv2
-    recipe = {
+    recipe = Recipe.from_dict({
         "dataset": "synthetic-bsr",
         "stages": {"estimator": {"model": "real-est"}, "blind": {"config": {"dataset": "synthetic-bsr"}}},
         "models": {"real-est": {"recipe": {"stages": {"estimator": {"config": {"dataset": "nyuv2-bsr"}}}}}},
-    }
+    })  # fmt: skip
     assert estimator_dataset(recipe) == "nyuv2-bsr"
     real = semantic_provenance(SimpleNamespace(recipe=recipe, class_names=names))
     assert real == {"dataset": "nyuv2-bsr", "synthetic": False, "note": None}
-    renamed = SimpleNamespace(recipe={"dataset": "synthetic-bsr"}, class_names=names, name="my-photo-model")
+    renamed = SimpleNamespace(recipe=Recipe(dataset="synthetic-bsr"), class_names=names, name="my-photo-model")
     assert semantic_provenance(renamed)["synthetic"]  # the data decides, not the name
-    assert semantic_provenance(SimpleNamespace(recipe={}, class_names=names))["dataset"] is None
+    assert semantic_provenance(SimpleNamespace(recipe=Recipe(), class_names=names))["dataset"] is None

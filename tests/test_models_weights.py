@@ -12,8 +12,9 @@ from safetensors.torch import load_file, save_file
 
 from cmosx.errors import ChecksumError, ModelError
 from cmosx.models import hub
+from cmosx.models.card import Companion, Metrics, ModelCard, Recipe
 from cmosx.models.specs import SPECS
-from cmosx.models.weights_io import ModelCard, build_networks, load_model, save_model
+from cmosx.models.weights_io import build_networks, load_model, save_model
 
 GOLDEN = Path(__file__).parent / "data" / "models_tiny_golden.safetensors"
 CLASSES = ["sky", "ground", "thing"]
@@ -28,8 +29,8 @@ def _card(name="tiny-test"):
         spec=SPECS["tiny"],
         num_classes=3,
         class_names=CLASSES,
-        recipe={"data": "synthetic-bsr", "steps": 1},
-        metrics={"psnr_db": 20.5},
+        recipe=Recipe(dataset="synthetic-bsr"),
+        metrics=Metrics({"psnr_db": 20.5}),
         description="seeded tiny model for tests",
     )
 
@@ -219,7 +220,7 @@ def test_companion_sr_networks_load_beside_the_model_and_from_the_hub(saved, tmp
     weights, config, digest, cmos, sr, card = saved
     companion = _perturbed_networks(card)[1]
     sha = save_sr_network(tmp_path / "upper.safetensors", companion, storage_dtype=torch.float16)
-    card.companions = {"upper": {"weights": "upper.safetensors", "sha256": sha}}
+    card.companions = {"upper": Companion(weights="upper.safetensors", sha256=sha)}
     config.write_text(card.to_json())
     loaded = hub.resolve_model(str(tmp_path))
     assert hub.load_companion(loaded, "baseline") is None
@@ -245,7 +246,7 @@ def test_companion_sr_networks_load_beside_the_model_and_from_the_hub(saved, tmp
     (tmp_path / "upper.safetensors").unlink()
     with pytest.raises(ModelError, match="upper.safetensors: weights file not found"):
         hub.load_companion(loaded, "upper")
-    loaded.card.companions = {"upper": {"weights": "../elsewhere.safetensors", "sha256": sha}}
+    loaded.card.companions = {"upper": Companion(weights="../elsewhere.safetensors", sha256=sha)}
     with pytest.raises(ModelError, match="bad companion entry"):
         hub.load_companion(loaded, "upper")
 

@@ -8,24 +8,31 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from cmosx.models.card import Conditioning, ModelCard, Recipe
+from cmosx.models.model import Model
 from cmosx.models.rrdb_sft import labels_to_probabilities
 from cmosx.models.specs import get_spec
 from cmosx.ops.grid import grid_downsample, grid_upsample
 from cmosx.train.evaluate import evaluate, format_table
 from cmosx.train.metrics import blur_psnr_ssim, sr_psnr_ssim_y
-from cmosx.train.runs import Networks, build_cmos, build_sr
+from cmosx.train.runs import build_cmos, build_sr
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _zero_networks() -> Networks:
+def _card(spec, **conditioning) -> ModelCard:
+    recipe = Recipe(conditioning=Conditioning(**conditioning))
+    return ModelCard(name="test", spec=spec, num_classes=2, class_names=["a", "b"], sigma_max=5.0, recipe=recipe)
+
+
+def _zero_networks() -> Model:
     """Networks whose parameters are all zero: SR output 0, blur 0, logits 0 (so class 0 everywhere)."""
     spec = get_spec("tiny")
     cmos, sr = build_cmos(spec, 2), build_sr(spec, 2)
     with torch.no_grad():
         for p in list(cmos.parameters()) + list(sr.parameters()):
             p.zero_()
-    return Networks(spec=spec, num_classes=2, class_names=["a", "b"], sigma_max=5.0, cmos=cmos, sr=sr, source="zero")
+    return Model(card=_card(spec), cmos=cmos, sr=sr, source="zero")
 
 
 def _flat_sample(value: float = 0.5, size: int = 32) -> dict:
@@ -98,23 +105,14 @@ def test_error_broken_down_by_ground_truth_sigma():
     assert "PSNR-Y by ground-truth sigma" in format_table(report)
 
 
-def _random_networks(seed: int = 0, **conditioning) -> Networks:
+def _random_networks(seed: int = 0, **conditioning) -> Model:
     torch.manual_seed(seed)
     spec = get_spec("tiny")
     cmos, sr = build_cmos(spec, 2), build_sr(spec, 2)
     with torch.no_grad():  # an output that reads the maps: non-zero map embeddings
         for p in sr.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    return Networks(
-        spec=spec,
-        num_classes=2,
-        class_names=["a", "b"],
-        sigma_max=5.0,
-        cmos=cmos.eval(),
-        sr=sr.eval(),
-        source=f"random{seed}",
-        **conditioning,
-    )
+    return Model(card=_card(spec, **conditioning), cmos=cmos.eval(), sr=sr.eval(), source=f"random{seed}")
 
 
 def _textured_sample(unlabelled: bool = False) -> dict:
@@ -133,7 +131,7 @@ def test_rows_run_the_engine_with_the_maps_their_conditioning_asks_for():
     model = _random_networks(0)
     upper = _random_networks(1)
     upper.cmos = None
-    baseline = _random_networks(2, use_blur=False, use_semantics=False)
+    baseline = _random_networks(2, blur=False, semantics=False)
     baseline.cmos = None
     sample = _textured_sample()
     report = _evaluate(model, {1: [sample]}, upper=upper, baseline=baseline)
@@ -164,7 +162,7 @@ def test_rows_run_the_engine_with_the_maps_their_conditioning_asks_for():
 
 
 def test_an_estimator_run_is_scored_on_its_maps_and_an_sr_run_on_ground_truth_maps():
-    from cmosx.train.stages import cmos_prior
+    from cmosx.models.cmos import conditions
 
     estimator, sr_only = _random_networks(0), _random_networks(1)
     estimator.sr, sr_only.cmos = None, None
@@ -172,7 +170,8 @@ def test_an_estimator_run_is_scored_on_its_maps_and_an_sr_run_on_ground_truth_ma
     maps_only = _evaluate(estimator, {1: [sample]}).rows["model"]["1"]
     assert "psnr_y" not in maps_only and maps_only["blur_psnr"] > 0 and 0 <= maps_only["miou"] <= 1
     with torch.inference_mode():
-        blur, _ = cmos_prior(estimator.cmos(sample["lr"][None]), 5.0)
+        maps = estimator.cmos(sample["lr"][None])
+        blur, _ = conditions(maps.blur_lr, maps.logits_lr, 5.0)
     expected = blur_psnr_ssim(grid_upsample(blur, 4)[0], sample["blur"], 5.0)[0]
     assert maps_only["blur_psnr"] == pytest.approx(expected, abs=1e-6)
     upper = _evaluate(sr_only, {1: [sample]}).rows["upper bound"]["1"]
@@ -261,12 +260,12 @@ def test_cli_trains_three_stages_exports_and_evaluates(tmp_path, monkeypatch):
         app, ["weights", "export", str(tmp_path / "blind"), "tiny-two", "--metrics", str(tmp_path / "eval.json")]
     )
     assert exported.exit_code == 0, exported.output
-    assert hub.resolve_model("tiny-two").card.metrics == report
+    assert hub.resolve_model("tiny-two").card.metrics.entries == report
     listing = runner.invoke(app, ["weights", "list"])
     assert listing.exit_code == 0 and "bicubic: psnr_y 25.5" in listing.output
     assert "tiny-test (default)" in listing.output
     loaded = hub.resolve_model("tiny-test")
-    assert loaded.card.recipe["conditioning"] == {"blur": True, "semantics": True}
+    assert loaded.card.recipe.conditioning == Conditioning(blur=True, semantics=True)
     # a second run into the same folder without --resume is refused
     again = runner.invoke(app, ["train", "--stage", "sr", "--out", str(tmp_path / "sr"), *common])
     assert again.exit_code == 2 and "--resume" in again.output
@@ -383,8 +382,8 @@ def test_companions_make_the_evaluation_reproducible_from_the_shipped_files(tmp_
     from cmosx.train.runs import load_networks
 
     upper = load_networks("tiny-c:upper")
-    assert upper.cmos is None and upper.source == "tiny-c:upper" and upper.use_blur
-    assert not load_networks("tiny-c:baseline").use_blur
+    assert upper.cmos is None and upper.source == "tiny-c:upper" and upper.conditioning.blur
+    assert not load_networks("tiny-c:baseline").conditioning.blur
     train("blind2", "--stage", "blind", "--estimator", "tiny-c", "--init", "tiny-c")
     train("up2", "--stage", "sr", "--init", "tiny-c:upper")
     train("base2", "--stage", "sr", "--unconditioned", "--init", "tiny-c:baseline")

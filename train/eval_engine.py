@@ -1,8 +1,8 @@
 """Networks as the product runs them: an evaluation row's networks wrapped for the engine's ``Upscaler``.
 
-The engine takes a :class:`~cmosx.models.weights_io.LoadedModel` (an estimator called ``cmos`` and an
-SR network) and applies the same framing, tiling and precision policy as ``cmosx upscale``. A row of
-``cmosx eval`` is such a model, built here from :class:`~cmosx.train.runs.Networks`:
+The engine takes a :class:`~cmosx.models.model.Model` (an estimator called ``cmos`` and an SR network)
+and applies the same framing, tiling and precision policy as ``cmosx upscale``. A row of ``cmosx eval``
+is such a model, built here from the row's networks (a model or run, :func:`cmosx.train.runs.load_networks`):
 
 - :class:`ConditionedSR`: an SR network fed zeros for the maps its conditioning switches off (as in
   training, :func:`cmosx.train.stages.condition`; e.g. the blur-unaware baseline takes no maps at all);
@@ -12,14 +12,14 @@ SR network) and applies the same framing, tiling and precision policy as ``cmosx
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 
 from cmosx.errors import ModelError
 from cmosx.models.cmos import CMOSOutput
-from cmosx.models.descriptor import describe
-from cmosx.models.weights_io import LoadedModel, ModelCard
-from cmosx.train.runs import Networks
+from cmosx.models.model import Model
 from cmosx.train.stages import condition
 
 
@@ -52,25 +52,17 @@ class NoEstimator(nn.Module):
         return CMOSOutput(blur_lr=blur, logits_lr=logits, aux_blur_lr=blur, aux_logits_lr=logits, scale=self.scale)
 
 
-def engine_model(nets: Networks, estimator: nn.Module | None, name: str) -> LoadedModel:
+def engine_model(nets: Model, estimator: nn.Module | None, name: str) -> Model:
     """A model the engine runs: ``estimator`` (None: :class:`NoEstimator`) and ``nets.sr`` as conditioned."""
     if nets.sr is None:
         raise ModelError(f"{nets.source}: holds no SR network")
-    sr = nets.sr
-    if not (nets.use_blur and nets.use_semantics):
-        sr = ConditionedSR(sr, nets.use_blur, nets.use_semantics)
-    card = ModelCard(
-        name=name,
-        spec=nets.spec,
-        num_classes=nets.num_classes,
-        class_names=list(nets.class_names),
-        scale=nets.spec.scale,
-        sigma_max=nets.sigma_max,
-    )
-    return LoadedModel(
-        cmos=estimator if estimator is not None else NoEstimator(nets.num_classes, nets.spec.scale),
+    sr, reads = nets.sr, nets.conditioning
+    if not (reads.blur and reads.semantics):
+        sr = ConditionedSR(sr, reads.blur, reads.semantics)
+    card = nets.card
+    return Model(
+        card=dataclasses.replace(card, name=name),
+        cmos=estimator if estimator is not None else NoEstimator(card.num_classes, card.spec.scale),
         sr=sr,
-        card=card,
-        descriptor=describe(nets.spec, nets.num_classes),
         source=nets.source,
     )

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cmosx.errors import UsageError
+from cmosx.models.model import Model
 from cmosx.ops.grid import grid_downsample, grid_upsample
 from cmosx.train.eval_engine import engine_model
 from cmosx.train.metrics import (
@@ -61,7 +62,6 @@ from cmosx.train.metrics import (
     sr_psnr_ssim_y,
 )
 from cmosx.train.registration import register
-from cmosx.train.runs import Networks
 from cmosx.train.spline import grid_cubic_upsample
 
 METRIC_KEYS = ("psnr_y", "ssim_y", "blur_psnr", "blur_ssim", "miou", "reg_dx", "reg_dy", "reg_gain")
@@ -199,12 +199,13 @@ class _EngineRow:
 
         if nets.sr is None:
             raise UsageError(f"{nets.source}: the {name} row needs an SR network and this holds none")
-        if not (nets.use_semantics or (nets.use_blur and not truth_blur)):
+        reads = nets.conditioning
+        if not (reads.semantics or (reads.blur and not truth_blur)):
             estimator = None  # the row reads no estimate: the engine estimates nothing
         estimated = f"estimated by {estimator_source}"
-        blur = ("ground truth" if truth_blur else estimated) if nets.use_blur else NOT_USED
+        blur = ("ground truth" if truth_blur else estimated) if reads.blur else NOT_USED
         semantics = estimated if estimator is not None else "uniform (no estimator)"
-        semantics = semantics if nets.use_semantics else NOT_USED
+        semantics = semantics if reads.semantics else NOT_USED
         self.name, self.truth_blur, self.scores_maps = name, truth_blur, name == "model"
         self.maps = {"blur": blur, "semantics": semantics}
         self.upscaler = Upscaler(engine_model(nets, estimator, name), device=device, precision=precision)
@@ -223,7 +224,7 @@ class _DirectRow:
     - an estimator run (no SR network): its maps only, scored in the model row.
     """
 
-    def __init__(self, name: str, nets: Networks, device: str | torch.device) -> None:
+    def __init__(self, name: str, nets: Model, device: str | torch.device) -> None:
         from cmosx.engine.device import resolve_device
 
         self.name, self.nets, self.truth_blur, self.scores_maps = name, nets, True, name == "model"
@@ -236,32 +237,34 @@ class _DirectRow:
         else:
             truth = "ground truth (network run directly: the engine takes no semantic map)"
             self.maps = {
-                "blur": truth if nets.use_blur else NOT_USED,
-                "semantics": truth if nets.use_semantics else NOT_USED,
+                "blur": truth if nets.conditioning.blur else NOT_USED,
+                "semantics": truth if nets.conditioning.semantics else NOT_USED,
             }
         self.engine = {"precision": "float32", "tile": None}
 
     def run(self, lr: Tensor, truth_blur_lr: Tensor, labels: Tensor) -> _RowOutput:
+        from cmosx.models.cmos import conditions
         from cmosx.models.rrdb_sft import labels_to_probabilities
-        from cmosx.train.stages import cmos_prior, condition
+        from cmosx.train.stages import condition
 
-        nets, x = self.nets, lr[None].to(self.device)
+        nets, card, x = self.nets, self.nets.card, lr[None].to(self.device)
         if nets.sr is None:
-            blur, semantic = cmos_prior(nets.cmos(x), nets.sigma_max)
+            maps = nets.cmos(x)
+            blur, semantic = conditions(maps.blur_lr.float(), maps.logits_lr.float(), card.sigma_max)
             return _RowOutput(None, blur[0].cpu(), semantic[0].cpu())
-        probs = labels_to_probabilities(labels[None], nets.num_classes)
+        probs = labels_to_probabilities(labels[None], card.num_classes)
         blur = truth_blur_lr[None].to(self.device)
-        semantic = grid_downsample(probs, nets.spec.scale).to(self.device)
-        blur, semantic = condition(blur, semantic, nets.use_blur, nets.use_semantics)
+        semantic = grid_downsample(probs, card.spec.scale).to(self.device)
+        blur, semantic = condition(blur, semantic, nets.conditioning.blur, nets.conditioning.semantics)
         return _RowOutput(nets.sr(x, blur, semantic)[0].float().clamp(0.0, 1.0).cpu())
 
 
-def _rows(model: Networks, upper: Networks | None, baseline: Networks | None, device, precision) -> list:
+def _rows(model: Model, upper: Model | None, baseline: Model | None, device, precision) -> list:
     """The network rows, in table order: baseline, model, upper bound."""
     rows: list[_EngineRow | _DirectRow] = []
     if baseline is not None:
         own = baseline.cmos is not None  # a blind model: its own estimates; an SR network: the ground-truth blur
-        if not own and model.cmos is None and baseline.use_semantics:
+        if not own and model.cmos is None and baseline.conditioning.semantics:
             rows.append(_DirectRow("baseline", baseline, device))
         else:
             estimator, source = (baseline.cmos, baseline.source) if own else (model.cmos, model.source)
@@ -271,7 +274,7 @@ def _rows(model: Networks, upper: Networks | None, baseline: Networks | None, de
     elif model.cmos is not None:
         rows.append(_EngineRow("model", model, model.cmos, model.source, False, device, precision))
     if upper is not None and upper.sr is not None:
-        if model.cmos is None and upper.use_semantics:
+        if model.cmos is None and upper.conditioning.semantics:
             rows.append(_DirectRow("upper bound", upper, device))
         else:
             rows.append(_EngineRow("upper bound", upper, model.cmos, model.source, True, device, precision))
@@ -335,12 +338,12 @@ def _mean_over_groups(per_group: list[dict[str, float | None]]) -> dict[str, flo
 
 
 def evaluate(
-    model: Networks,
+    model: Model,
     groups: dict[Any, Any],
     *,
     dataset_name: str,
-    baseline: Networks | None = None,
-    upper: Networks | None = None,
+    baseline: Model | None = None,
+    upper: Model | None = None,
     border: int | None = None,
     limit: int | None = None,
     device: str | torch.device = "auto",
@@ -354,8 +357,9 @@ def evaluate(
     networks of the upper-bound row (None: the model's own SR network); ``baseline``: another model or SR
     network.
     """
-    border = model.spec.scale if border is None else border
-    scale = model.spec.scale
+    card = model.card
+    border = card.spec.scale if border is None else border
+    scale = card.spec.scale
     upper = upper or model
     engine_rows = _rows(model, upper, baseline, device, precision)
     keys = sorted(groups)
@@ -374,14 +378,14 @@ def evaluate(
         }
     total = sum(min(len(groups[k]), limit or len(groups[k])) for k in keys)
     done = 0
-    bins = _SigmaBins(model.sigma_max, border)
+    bins = _SigmaBins(card.sigma_max, border)
     for key in keys:
         ds = groups[key]
         count = min(len(ds), limit or len(ds))
-        accs = {name: _Accumulator(model.num_classes) for name in names}
+        accs = {name: _Accumulator(card.num_classes) for name in names}
         with torch.inference_mode():
             for i in range(count):
-                _evaluate_sample(ds[i], engine_rows, scale, model.sigma_max, border, accs, bins)
+                _evaluate_sample(ds[i], engine_rows, scale, card.sigma_max, border, accs, bins)
                 done += 1
                 if progress is not None:
                     progress(done, total)

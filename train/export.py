@@ -23,7 +23,16 @@ from typing import Any
 import torch
 
 from cmosx.errors import ModelError, UsageError
-from cmosx.train.runs import COMPANION_ROLES, is_run_dir, load_networks, read_run_info, split_companion_ref
+from cmosx.models.card import Companion, Metrics, ModelHistory, Recipe, StageRecord
+from cmosx.train.runs import (
+    COMPANION_ROLES,
+    conditioning_of,
+    is_run_dir,
+    load_networks,
+    read_run_info,
+    split_companion_ref,
+    sr_stage_source,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -38,10 +47,10 @@ class Exported:
 
 @dataclass
 class _ModelsMet:
-    """The models the runs of one export started from: name -> {"sha256", "recipe"} (their history)."""
+    """The models the runs of one export started from: name -> their history (sha256, recipe, companions)."""
 
     run_dir: str  # the blind run being exported
-    found: dict[str, Any] = field(default_factory=dict)
+    found: dict[str, ModelHistory] = field(default_factory=dict)
 
     def record(self, ref: str) -> dict[str, Any]:
         """``{"model": ref, "sha256": ...}``; the model's card recipe (and its companions' sha256) goes once
@@ -58,15 +67,15 @@ class _ModelsMet:
                 loaded = resolve_model(base)
             except ModelError:
                 return {"model": ref}
-            recipe = loaded.card.recipe if isinstance(loaded.card.recipe, dict) else {}
-            exported_from = ((recipe.get("stages") or {}).get("blind") or {}).get("run")
-            earlier = (recipe.get("models") or {}).get(base)
-            entry = {"sha256": loaded.sha256, "recipe": recipe}
-            if loaded.card.companions:
-                entry["companions"] = {r: e.get("sha256") for r, e in sorted(loaded.card.companions.items())}
+            recipe = loaded.card.recipe
+            blind = recipe.stage("blind")
+            earlier = recipe.models.get(base)
+            companions = {r: e.sha256 for r, e in sorted(loaded.card.companions.items())} or None
+            entry = ModelHistory(recipe=recipe, sha256=loaded.sha256, companions=companions)
+            exported_from = blind.run if blind is not None else None
             self.found[base] = earlier if exported_from == self.run_dir and earlier else entry
         kept = self.found[base]
-        sha = kept["sha256"] if role is None else (kept.get("companions") or {}).get(role)
+        sha = kept.sha256 if role is None else (kept.companions or {}).get(role)
         return {"model": ref, "sha256": sha}
 
 
@@ -95,7 +104,7 @@ def recipe_for(run_dir: Path, models: _ModelsMet | None = None) -> dict[str, Any
     recipe = {
         "dataset": cfg.dataset,
         "spec": cfg.spec,
-        "conditioning": {"blur": not cfg.unconditioned, "semantics": cfg.semantics_in_sr and not cfg.unconditioned},
+        "conditioning": conditioning_of(cfg).to_dict(),
         "stages": {
             "estimator": _run_record(cfg.estimator, models),
             "sr": _run_record(cfg.init, models),
@@ -103,7 +112,7 @@ def recipe_for(run_dir: Path, models: _ModelsMet | None = None) -> dict[str, Any
         },
     }
     if models.found:
-        recipe["models"] = models.found
+        recipe["models"] = {name: history.to_dict() for name, history in models.found.items()}
     return recipe
 
 
@@ -126,7 +135,8 @@ def export_run(
     the default model (None: only when the manifest has no default yet). ``companions``: role ->
     run folder of an SR network to ship beside the model (see the module docstring).
     """
-    from cmosx.models.weights_io import ModelCard, save_model, save_sr_network
+    from cmosx.models.card import ModelCard
+    from cmosx.models.weights_io import save_model, save_sr_network
 
     run_dir = Path(run_dir)
     bundled = "/" not in dest and "\\" not in dest and not dest.startswith(".")
@@ -163,24 +173,25 @@ def export_run(
     for role, companion in extra.items():
         path = folder / (f"{dest}.{role}.safetensors" if bundled else f"{role}.safetensors")
         sha = save_sr_network(path, companion.sr, storage_dtype=dtypes[storage_dtype])
-        companion_entries[role] = {
-            "weights": path.name,
-            "sha256": sha,
-            "size": path.stat().st_size,
-            "conditioning": {"blur": companion.use_blur, "semantics": companion.use_semantics},
-            "recipe": _run_record(str(companions[role]), models),
-        }
+        record = _run_record(str(companions[role]), models)
+        companion_entries[role] = Companion(
+            weights=path.name,
+            sha256=sha,
+            size=path.stat().st_size,
+            conditioning=companion.conditioning,
+            recipe=None if record is None else StageRecord.from_dict(record, str(config), f"companions.{role}.recipe"),
+        )
     if models.found:
-        recipe["models"] = models.found
+        recipe["models"] = {name: history.to_dict() for name, history in models.found.items()}
     card = ModelCard(
         name=name,
-        spec=nets.spec,
-        num_classes=nets.num_classes,
-        class_names=nets.class_names,
-        scale=nets.spec.scale,
-        sigma_max=nets.sigma_max,
-        recipe=recipe,
-        metrics=metrics or {},
+        spec=nets.card.spec,
+        num_classes=nets.card.num_classes,
+        class_names=list(nets.card.class_names),
+        scale=nets.card.spec.scale,
+        sigma_max=nets.card.sigma_max,
+        recipe=Recipe.from_dict(recipe, str(config)),
+        metrics=Metrics(metrics or {}, where=str(config)),
         description=description
         or f"CMOS + RRDB-SFT ({info.config.spec}) trained on {info.config.dataset} with cmosx train",
         companions=companion_entries,
@@ -210,7 +221,8 @@ def evaluate_for_card(
     from cmosx.train.sources import open_test_group
 
     groups = {g: open_test_group(config.dataset, config.root, g)[0] for g in (1, 2, 3, 4, 5)}
-    upper = upper or (load_networks(nets.sr_stage_source) if nets.sr_stage_source else nets)
+    source = sr_stage_source(nets)
+    upper = upper or (load_networks(source) if source else nets)
     return evaluate(
         nets,
         groups,
@@ -232,11 +244,11 @@ def _companion_networks(role: str, ref: str | Path, model):
     nets = load_networks(str(ref))
     if nets.sr is None:
         raise ModelError(f"{ref}: the run holds no SR network")
-    if (nets.spec, nets.num_classes) != (model.spec, model.num_classes):
+    if (nets.card.spec, nets.card.num_classes) != (model.card.spec, model.card.num_classes):
         raise UsageError(f"{ref}: its SR network's spec or classes differ from the model's")
-    conditioned = nets.use_blur or nets.use_semantics
-    if role == "baseline" and conditioned:
+    reads = nets.conditioning
+    if role == "baseline" and (reads.blur or reads.semantics):
         raise UsageError(f"{ref}: a baseline companion must be blur-unaware (trained with --unconditioned)")
-    if role == "upper" and not nets.use_blur:
+    if role == "upper" and not reads.blur:
         raise UsageError(f"{ref}: an upper companion must be conditioned on the blur map")
     return nets

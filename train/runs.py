@@ -6,7 +6,8 @@ classes, sigma_max, the command line), ``metrics.jsonl`` (one JSON object per lo
 networks under ``cmos.*`` / ``sr.*``.
 
 Blind training, evaluation and export take networks either from a run folder or from a model reference
-(``cmosx.models.hub.resolve_model``: a bundled name, a folder with model.safetensors + config.json, ...).
+(``cmosx.models.hub.resolve_model``: a bundled name, a folder with model.safetensors + config.json, ...),
+as a :class:`~cmosx.models.model.Model` either way (a run folder's card is made from its ``run.json``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 from torch import nn
 
 from cmosx.errors import ModelError, UsageError
+from cmosx.models.card import Conditioning, Metrics, ModelCard, Recipe, StageRecord
+from cmosx.models.model import Model
 from cmosx.models.specs import ModelSpec, get_spec, spec_from_dict, spec_to_dict
 from cmosx.train.checkpoint import latest_checkpoint, load_checkpoint
 from cmosx.train.config import TrainConfig
@@ -124,107 +127,93 @@ def build_sr(spec: ModelSpec, num_classes: int) -> nn.Module:
     return RRDBSFT(spec.sr, num_classes=num_classes, scale=spec.scale)
 
 
-@dataclass
-class Networks:
-    """Networks taken from a run folder or a model; ``None`` where the source has none."""
-
-    spec: ModelSpec
-    num_classes: int
-    class_names: list[str]
-    sigma_max: float
-    cmos: nn.Module | None
-    sr: nn.Module | None
-    use_blur: bool = True
-    use_semantics: bool = True
-    source: str = ""
-    recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
-    sr_stage_source: str | None = None  # the sr-stage run this SR network was fine-tuned from, if known
-    loaded_model: Any = None  # the LoadedModel of a model reference (None for a run folder)
+def conditioning_of(config: TrainConfig) -> Conditioning:
+    """The maps a run's SR network reads: none with ``--unconditioned``, no semantics with ``--no-semantics-in-sr``."""
+    return Conditioning(blur=not config.unconditioned, semantics=config.semantics_in_sr and not config.unconditioned)
 
 
-def load_networks(ref: str | None) -> Networks:
-    """Networks of a run folder (its newest checkpoint) or of a model reference (``resolve_model``).
+def _source_record(ref: str) -> StageRecord:
+    """What a run started from: a run folder or a model reference."""
+    return StageRecord(run=ref) if is_run_dir(ref) else StageRecord(model=ref)
+
+
+def _run_model(ref: str) -> Model:
+    """The networks of a run folder's newest checkpoint (None for those the stage does not hold)."""
+    info, ckpt = run_state(Path(ref))
+    model_state = ckpt["model"]
+    cmos = sr = None
+    cmos_state, sr_state = sub_state(model_state, "cmos"), sub_state(model_state, "sr")
+    if cmos_state:
+        cmos = build_cmos(info.spec, info.num_classes)
+        cmos.load_state_dict(cmos_state)
+    if sr_state:
+        sr = build_sr(info.spec, info.num_classes)
+        sr.load_state_dict(sr_state)
+    cfg = info.config
+    stages = {cfg.stage: StageRecord(run=str(ref), command=info.command, config=cfg.to_dict())}
+    if cfg.stage == "blind" and cfg.init:
+        stages["sr"] = _source_record(cfg.init)  # the SR network it was fine-tuned from
+    card = ModelCard(
+        name=str(ref),
+        spec=info.spec,
+        num_classes=info.num_classes,
+        class_names=list(info.class_names),
+        scale=info.spec.scale,
+        sigma_max=info.sigma_max,
+        recipe=Recipe(dataset=cfg.dataset, spec=cfg.spec, conditioning=conditioning_of(cfg), stages=stages),
+    )
+    return Model(card=card, cmos=cmos, sr=sr, source=str(ref))
+
+
+def load_networks(ref: str | None) -> Model:
+    """The networks of a run folder (its newest checkpoint) or of a model reference (``resolve_model``).
 
     ``None`` is the bundled default model; ``MODEL:upper`` / ``MODEL:baseline`` a model's companion SR
     network (:func:`load_companion_networks`).
     """
-    if ref is not None and not is_run_dir(ref):
+    if ref is not None and is_run_dir(ref):
+        return _run_model(ref)
+    if ref is not None:
         base, role = split_companion_ref(ref)
         if role is not None:
             companion = load_companion_networks(load_networks(base), role)
             if companion is None:
                 raise ModelError(f"{ref}: model {base} has no {role} companion")
             return companion
-    if ref is not None and is_run_dir(ref):
-        info, ckpt = run_state(Path(ref))
-        model_state = ckpt["model"]
-        cmos = sr = None
-        cmos_state, sr_state = sub_state(model_state, "cmos"), sub_state(model_state, "sr")
-        if cmos_state:
-            cmos = build_cmos(info.spec, info.num_classes)
-            cmos.load_state_dict(cmos_state)
-        if sr_state:
-            sr = build_sr(info.spec, info.num_classes)
-            sr.load_state_dict(sr_state)
-        cfg = info.config
-        return Networks(
-            spec=info.spec,
-            num_classes=info.num_classes,
-            class_names=info.class_names,
-            sigma_max=info.sigma_max,
-            cmos=cmos,
-            sr=sr,
-            use_blur=not cfg.unconditioned,
-            use_semantics=cfg.semantics_in_sr and not cfg.unconditioned,
-            source=str(ref),
-            recipe={"stage": cfg.stage, "step": int(ckpt["step"]), "config": cfg.to_dict(), "command": info.command},
-            sr_stage_source=cfg.init if cfg.stage == "blind" else None,
-        )
     from cmosx.models.hub import resolve_model
 
-    loaded = resolve_model(ref)
-    card = loaded.card
-    recipe = card.recipe if isinstance(card.recipe, dict) else {}
-    conditioning = recipe.get("conditioning", {})
-    sr_run = ((recipe.get("stages") or {}).get("sr") or {}).get("run")
-    return Networks(
-        spec=card.spec,
-        num_classes=card.num_classes,
-        class_names=list(card.class_names),
-        sigma_max=float(card.sigma_max),
-        cmos=loaded.cmos,
-        sr=loaded.sr,
-        use_blur=bool(conditioning.get("blur", True)),
-        use_semantics=bool(conditioning.get("semantics", True)),
-        source=loaded.source,
-        recipe=dict(recipe),
-        sr_stage_source=sr_run if sr_run and is_run_dir(sr_run) else None,
-        loaded_model=loaded,
-    )
+    return resolve_model(ref)
 
 
-def load_companion_networks(nets: Networks, role: str) -> Networks | None:
-    """The companion SR network ``role`` of a model (its card's ``companions``) as :class:`Networks`.
+def sr_stage_source(model: Model) -> str | None:
+    """The run (or, for a run folder, the run or model) its SR network was fine-tuned from, if known.
 
-    None when ``nets`` is not a model or has no such companion. ``upper``: trained on ground-truth maps;
-    ``baseline``: blur-unaware (its maps are zeroed, as its card's conditioning says).
+    A model card's ``sr`` stage counts only when it names a run folder that exists here.
     """
-    entry = nets.loaded_model.card.companions.get(role) if nets.loaded_model is not None else None
-    if not entry:
+    record = model.card.recipe.stage("sr")
+    if record is None:
+        return None
+    if record.run and is_run_dir(record.run):
+        return record.run
+    return record.model if is_run_dir(model.source) else None
+
+
+def load_companion_networks(model: Model, role: str) -> Model | None:
+    """The companion SR network ``role`` of a model (its card's ``companions``), without CMOS.
+
+    None when ``model`` has no such companion (a run folder has none). ``upper``: trained on ground-truth
+    maps; ``baseline``: blur-unaware (its maps are zeroed, as its card entry's conditioning says).
+    """
+    entry = model.card.companions.get(role)
+    if entry is None:
         return None
     from cmosx.models.hub import load_companion
 
-    sr = load_companion(nets.loaded_model, role)
-    conditioning = entry.get("conditioning", {})
-    return Networks(
-        spec=nets.spec,
-        num_classes=nets.num_classes,
-        class_names=list(nets.class_names),
-        sigma_max=nets.sigma_max,
-        cmos=None,
-        sr=sr,
-        use_blur=bool(conditioning.get("blur", True)),
-        use_semantics=bool(conditioning.get("semantics", True)),
-        source=f"{nets.source}:{role}",
-        recipe=dict(entry.get("recipe") or {}),
+    card = dataclasses.replace(
+        model.card,
+        name=f"{model.card.name}:{role}",
+        recipe=Recipe(conditioning=entry.conditioning),
+        metrics=Metrics(),
+        companions={},
     )
+    return Model(card=card, cmos=None, sr=load_companion(model, role), source=f"{model.source}:{role}")

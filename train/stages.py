@@ -2,7 +2,8 @@
 
 - :class:`EstimatorStage`: CMOS trained with L1(blur) + CE(semantics) on final and auxiliary outputs.
 - :class:`SRStage`: RRDB-SFT fed the ground-truth maps (area-downsampled to LR), L1 (or L2) on pixels.
-- :class:`BlindStage`: a frozen CMOS (eval mode, no grad) feeds its estimates to RRDB-SFT, L1 (or L2) on pixels.
+- :class:`BlindStage`: a frozen CMOS (eval mode, no grad) feeds its estimates to RRDB-SFT, L1 (or L2) on pixels,
+  turned into conditions by :func:`cmosx.models.cmos.conditions` as the engine does.
 
 Each holds its networks as ``self.cmos`` / ``self.sr``, so a stage's ``state_dict`` has keys ``cmos.*`` and
 ``sr.*`` (what checkpoints and exports read). Returning the loss from ``forward`` lets DDP wrap the stage.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from cmosx.models.cmos import conditions
 from cmosx.train import losses
 
 ESTIMATOR_PARTS = ("blur", "seg", "aux_blur", "aux_seg")
@@ -25,13 +27,6 @@ ESTIMATOR_PARTS = ("blur", "seg", "aux_blur", "aux_seg")
 def part_names(stage: str, pixel_loss: str = "l1") -> tuple[str, ...]:
     """Names of the loss terms a stage reports (the metrics.jsonl keys)."""
     return ESTIMATOR_PARTS if stage == "estimator" else (pixel_loss,)
-
-
-def cmos_prior(cmos_out, sigma_max: float) -> tuple[Tensor, Tensor]:
-    """CMOS estimates as the SR network's inputs: sigma clamped to [0, sigma_max], softmax probabilities."""
-    blur = cmos_out.blur_lr.float().clamp(0.0, sigma_max)
-    semantic = torch.softmax(cmos_out.logits_lr.float(), dim=1)
-    return blur, semantic
 
 
 def condition(blur_lr: Tensor, semantic_lr: Tensor, use_blur: bool, use_semantics: bool) -> tuple[Tensor, Tensor]:
@@ -109,7 +104,8 @@ class BlindStage(nn.Module):
 
     def forward(self, lr: Tensor, hr: Tensor, blur: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
-            blur_lr, semantic_lr = cmos_prior(self.cmos(lr), self.sigma_max)
+            maps = self.cmos(lr)
+            blur_lr, semantic_lr = conditions(maps.blur_lr.float(), maps.logits_lr.float(), self.sigma_max)
         blur_lr, semantic_lr = condition(blur_lr, semantic_lr, self.use_blur, self.use_semantics)
         fmt = torch.channels_last if lr.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         out = self.sr(lr, blur_lr.contiguous(memory_format=fmt), semantic_lr.contiguous(memory_format=fmt))

@@ -52,6 +52,7 @@ from cmosx.train.runs import (
     RunInfo,
     build_cmos,
     build_sr,
+    conditioning_of,
     load_networks,
     model_spec_for,
     read_run_info,
@@ -119,9 +120,11 @@ def _init_from(config: TrainConfig, network: str, num_classes: int):
     if module is None:
         what = "CMOS estimator" if network == "cmos" else "SR network"
         raise ModelError(f"{config.init}: holds no {what} to initialise from")
-    if init.num_classes != num_classes:
-        raise ModelError(f"{config.init}: {network} network has {init.num_classes} classes, the dataset {num_classes}")
-    return module, getattr(init.spec, network)
+    if init.card.num_classes != num_classes:
+        raise ModelError(
+            f"{config.init}: {network} network has {init.card.num_classes} classes, the dataset {num_classes}"
+        )
+    return module, getattr(init.card.spec, network)
 
 
 def build_stage(
@@ -133,8 +136,7 @@ def build_stage(
     the sr and blind stages its SR network (the recorded spec is then the one of those weights).
     """
     spec = model_spec_for(config)
-    use_blur = not config.unconditioned
-    use_semantics = config.semantics_in_sr and not config.unconditioned
+    reads = conditioning_of(config)
     if config.stage == "estimator":
         weights = config.estimator_loss_weights()
         cmos = build_cmos(spec, num_classes)
@@ -147,21 +149,23 @@ def build_stage(
         if config.init:
             sr, sr_spec = _init_from(config, "sr", num_classes)
             spec = dataclasses.replace(spec, sr=sr_spec)
-        stage = SRStage(sr, num_classes, spec.scale, use_blur, use_semantics, config.pixel_loss)
+        stage = SRStage(sr, num_classes, spec.scale, reads.blur, reads.semantics, config.pixel_loss)
     else:
         if not config.estimator:
             raise UsageError("the blind stage needs --estimator (an estimator run folder or a model)")
         est = load_networks(config.estimator)
         if est.cmos is None:
             raise ModelError(f"{config.estimator}: holds no CMOS estimator")
-        if est.num_classes != num_classes:
-            raise ModelError(f"{config.estimator}: estimator has {est.num_classes} classes, the dataset {num_classes}")
+        if est.card.num_classes != num_classes:
+            raise ModelError(
+                f"{config.estimator}: estimator has {est.card.num_classes} classes, the dataset {num_classes}"
+            )
         sr_spec = spec.sr
         sr = build_sr(spec, num_classes)
         if config.init:
             sr, sr_spec = _init_from(config, "sr", num_classes)
-        spec = dataclasses.replace(spec, cmos=est.spec.cmos, sr=sr_spec)
-        stage = BlindStage(est.cmos, sr, sigma_max, use_blur, use_semantics, config.pixel_loss)
+        spec = dataclasses.replace(spec, cmos=est.card.spec.cmos, sr=sr_spec)
+        stage = BlindStage(est.cmos, sr, sigma_max, reads.blur, reads.semantics, config.pixel_loss)
     info = RunInfo(config=config, spec=spec, num_classes=num_classes, class_names=class_names, sigma_max=sigma_max)
     return stage, info
 

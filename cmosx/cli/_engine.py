@@ -46,7 +46,7 @@ def shard_device(device: str, local_rank: int | None, world: int) -> str:
 
 
 def resolve_model(ref: str | None) -> Any:
-    """The ``LoadedModel`` for ``--model`` (a bundled name, a local path or a Hub reference; None = default)."""
+    """The :class:`~cmosx.models.model.Model` for ``--model`` (bundled name, path or Hub reference; None: default)."""
     from cmosx.models.hub import resolve_model as resolve
 
     return resolve(ref)

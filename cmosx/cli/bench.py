@@ -333,6 +333,7 @@ def end_to_end(
     from cmosx.engine.bench import synthetic_photo
     from cmosx.io import read_image, write_image
     from cmosx.io.photo import Photo
+    from cmosx.models.cmos import conditions
     from cmosx.ops.timing import device_sync, interleaved_best
 
     height, width = size
@@ -350,8 +351,8 @@ def end_to_end(
         def networks():
             with torch.inference_mode():
                 maps = upscaler._run_cmos(lr, upscaler.precision)
-                blur = maps[:, :1].clamp(0, upscaler.sigma_max)
-                upscaler._run_sr(lr, blur, torch.softmax(maps[:, 1:], dim=1), upscaler.precision)
+                blur, semantic = conditions(maps[:, :1], maps[:, 1:], upscaler.sigma_max)
+                upscaler._run_sr(lr, blur, semantic, upscaler.precision)
 
         t_pipe, t_nets = interleaved_best([pipeline, networks], device_sync(upscaler.device), rounds=repeats)
     name = str(upscaler.precision).replace("torch.", "")

@@ -94,7 +94,7 @@ def evaluate_command(
     import json
 
     from cmosx.train.evaluate import evaluate, format_table
-    from cmosx.train.runs import load_companion_networks, load_networks
+    from cmosx.train.runs import load_companion_networks, load_networks, sr_stage_source
     from cmosx.train.sources import open_photo_split, open_test_group
 
     set_threads(threads)
@@ -108,8 +108,8 @@ def evaluate_command(
     nets = load_networks(model)  # None: the bundled default model
     base = load_networks(baseline) if baseline else load_companion_networks(nets, "baseline")
     upper_nets = load_networks(upper) if upper else load_companion_networks(nets, "upper")
-    if upper_nets is None and nets.sr_stage_source:
-        upper_nets = load_networks(nets.sr_stage_source)
+    if upper_nets is None and sr_stage_source(nets):
+        upper_nets = load_networks(sr_stage_source(nets))
     upper_nets = upper_nets or nets
     data: dict = {}
     if photos is not None:

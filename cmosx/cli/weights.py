@@ -18,20 +18,19 @@ def register(app: typer.Typer) -> None:
     app.add_typer(group, name="weights")
 
 
-def _figures(metrics: dict) -> str:
-    if not metrics:
+def _figures(metrics) -> str:
+    """One model card's :class:`~cmosx.models.card.Metrics` in a few words."""
+    if not metrics.entries:
         return "none recorded"
-    rows = metrics.get("rows")
-    if isinstance(rows, dict):  # a `cmosx eval` report: show each row's mean over the test groups
+    if metrics.rows:  # a `cmosx eval` report: show each row's mean over the test groups
         lines = []
-        for row, per_group in rows.items():
-            mean = per_group.get("mean", {})
+        for row, mean in metrics.means().items():
             shown = ", ".join(f"{k} {v:.4g}" for k, v in mean.items() if isinstance(v, (int, float)))
             lines.append(f"{row}: {shown}")
-        where = f"{metrics.get('dataset', '?')} groups {metrics.get('groups', '?')}"
+        where = f"{metrics.dataset or '?'} groups {metrics.groups or '?'}"
         return f"({where}, mean)\n    " + "\n    ".join(lines)
     parts = []
-    for key, value in metrics.items():
+    for key, value in metrics.entries.items():
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         parts.append(f"{key}={shown}")
     return ", ".join(parts)
@@ -39,17 +38,14 @@ def _figures(metrics: dict) -> str:
 
 def _describe(title: str, file_line: str, card) -> None:
     """The lines of one model: its file, network, classes, training data and measured figures."""
-    data = card.recipe.get("data") or card.recipe.get("dataset") or "not recorded"
     typer.echo(title)
     typer.echo(f"  file:     {file_line}")
     typer.echo(f"  network:  spec {card.spec.name}, x{card.scale}, blur sigma 0..{card.sigma_max:g} HR px")
     typer.echo(f"  classes:  {card.num_classes} ({', '.join(card.class_names)})")
-    typer.echo(f"  trained:  {data}")
+    typer.echo(f"  trained:  {card.recipe.dataset or 'not recorded'}")
     typer.echo(f"  measured: {_figures(card.metrics)}")
     if card.companions:
-        shipped = ", ".join(
-            f"{role} ({entry.get('size', 0) / 1e6:.1f} MB)" for role, entry in sorted(card.companions.items())
-        )
+        shipped = ", ".join(f"{role} ({entry.size / 1e6:.1f} MB)" for role, entry in sorted(card.companions.items()))
         typer.echo(f"  for eval: {shipped}")
     if card.description:
         typer.echo(f"  about:    {card.description}")

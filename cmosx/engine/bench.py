@@ -36,15 +36,16 @@ from cmosx.ops.timing import best_time, count_flops, device_sync, interleaved_be
 
 
 def random_model(spec_name: str, num_classes: int = 8, seed: int = 0, lively: bool = True):
-    """A :class:`~cmosx.models.weights_io.LoadedModel` with seeded random weights (no training).
+    """A :class:`~cmosx.models.model.Model` with seeded random weights (no training).
 
     ``lively`` also randomises what a fresh network leaves neutral -- BatchNorm statistics, the GIA
     gates alpha/beta (initialised to 0) and the flow predictors (initialised to 0) -- so that every
     path that could break tiling is active, as in a trained network.
     """
-    from cmosx.models.descriptor import describe
+    from cmosx.models.card import ModelCard
+    from cmosx.models.model import Model
     from cmosx.models.specs import get_spec
-    from cmosx.models.weights_io import LoadedModel, ModelCard, build_networks
+    from cmosx.models.weights_io import build_networks
 
     spec = get_spec(spec_name)
     card = ModelCard(
@@ -68,9 +69,7 @@ def random_model(spec_name: str, num_classes: int = 8, seed: int = 0, lively: bo
                     param.data.fill_(0.5)
                 elif name.endswith("flow.weight"):
                     param.data.copy_(torch.randn(param.shape, generator=g) * 0.01)
-    return LoadedModel(
-        cmos=cmos.eval(), sr=sr.eval(), card=card, descriptor=describe(spec, num_classes), source="random"
-    )
+    return Model(card=card, cmos=cmos.eval(), sr=sr.eval(), source="random")
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> Tensor:

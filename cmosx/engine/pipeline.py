@@ -6,8 +6,8 @@ results are blended on the CPU):
 1. **Maps.** CMOS runs on large tiles with a large halo (``descriptor.cmos_halo_lr``); the blur
    sigma and the semantic logits of the tiles are blended at LR resolution into one map per photo.
    The blur map is then scaled (``blur_scale``) or replaced (``blur_override``), clamped to
-   ``[0, sigma_max]``, and the logits become probabilities (softmax), as in
-   :class:`cmosx.models.blind.BlindSR`. With ``keep_bokeh`` the (given or estimated, unscaled) map
+   ``[0, sigma_max]``, and the logits become probabilities (softmax): the rule of training,
+   :func:`cmosx.models.cmos.conditions`. With ``keep_bokeh`` the (given or estimated, unscaled) map
    also yields the weight of :mod:`cmosx.engine.bokeh`.
 2. **SR.** RRDB-SFT runs on (smaller, batched) tiles of the LR photo with the matching crops of those
    global maps, so every SR tile of a photo is conditioned on the same estimate; the x4 tiles are
@@ -50,6 +50,7 @@ from cmosx.engine.memory import MemoryModel, budget_bytes, fit_memory_model
 from cmosx.engine.runner import TiledRunner, Window, crop_core, window_input
 from cmosx.engine.tiles import as_pair, lcm_pair, padded_size
 from cmosx.errors import InputImageError, UsageError
+from cmosx.models.cmos import conditions
 from cmosx.models.fuse import fold_batchnorm
 from cmosx.ops.grid import grid_downsample
 from cmosx.ops.padding import pad_bottom_right
@@ -108,7 +109,7 @@ class Upscaler:
     """Upscale photos x4 with a loaded model on one device (see the module docstring).
 
     Args:
-        model: a :class:`cmosx.models.weights_io.LoadedModel` (its networks are moved to the device
+        model: a :class:`cmosx.models.model.Model` (its networks are moved to the device
             and set to eval mode).
         device: ``auto`` (CUDA > MPS > CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`cmosx.engine.device`).
@@ -351,11 +352,9 @@ class Upscaler:
     def _maps_from_estimate(self, raw: Tensor, blur_override: Tensor | None, size: tuple[int, int]) -> Tensor:
         """Turn the raw estimate into the conditions, in place: blur scaled/replaced and clamped, softmax."""
         self._apply_override(raw, blur_override, size)
-        if self.blur_scale != 1.0:
-            raw[0:1].mul_(self.blur_scale)
-        raw[0:1].clamp_(0.0, self.sigma_max)
-        for y0 in range(0, raw.shape[1], 256):  # softmax by strips: no second C x H x W buffer
-            raw[1:, y0 : y0 + 256] = torch.softmax(raw[1:, y0 : y0 + 256], dim=0)
+        for y0 in range(0, raw.shape[1], 256):  # by strips: no second C x H x W buffer
+            strip = raw[:, y0 : y0 + 256]
+            strip[0:1], strip[1:] = conditions(strip[0:1], strip[1:], self.sigma_max, self.blur_scale)
         return raw
 
     def _apply_override(self, raw: Tensor, blur_override: Tensor | None, size: tuple[int, int]) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
-from cmosx.models.cmos import CMOS, CMOSOutput
+from cmosx.models.cmos import CMOS, CMOSOutput, conditions
 from cmosx.models.rrdb_sft import RRDBSFT
 
 
@@ -18,21 +17,17 @@ class BlindSROutput:
 
 
 class BlindSR(nn.Module):
-    """forward(lr: B x 3 x h x w in [0, 1]) -> :class:`BlindSROutput`.
+    """forward(lr: B x 3 x h x w in [0, 1]) -> :class:`BlindSROutput`: a model's two networks chained, untiled.
 
-    The estimated sigma is clamped to ``[0, sigma_max]`` and the logits turned into probabilities
-    (softmax) before conditioning RRDB-SFT, matching what it sees in training.
+    The estimates become RRDB-SFT's conditions by :func:`cmosx.models.cmos.conditions` (sigma clamped to
+    ``[0, sigma_max]``, softmax probabilities), as in training and in the engine.
     """
 
     def __init__(self, cmos: CMOS, sr: RRDBSFT, sigma_max: float = 5.0) -> None:
         super().__init__()
         self.cmos, self.sr, self.sigma_max = cmos, sr, sigma_max
 
-    def conditions(self, maps: CMOSOutput) -> tuple[Tensor, Tensor]:
-        """(blur_lr clamped to [0, sigma_max], semantic probabilities) from CMOS estimates."""
-        return maps.blur_lr.clamp(0.0, self.sigma_max), torch.softmax(maps.logits_lr, dim=1)
-
     def forward(self, lr: Tensor) -> BlindSROutput:
         maps = self.cmos(lr)
-        blur, semantic = self.conditions(maps)
+        blur, semantic = conditions(maps.blur_lr, maps.logits_lr, self.sigma_max)
         return BlindSROutput(sr=self.sr(lr, blur, semantic), maps=maps)

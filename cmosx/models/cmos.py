@@ -49,6 +49,18 @@ class CMOSOutput:
         return grid_upsample(self.logits_lr, self.scale)
 
 
+def conditions(blur_sigma: Tensor, logits: Tensor, sigma_max: float, blur_scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """The one rule from CMOS output to RRDB-SFT input (training, evaluation and the engine all use it).
+
+    ``blur_sigma``: ``[B x] 1 x h x w`` sigma in HR pixels, multiplied by ``blur_scale`` (how much of the
+    defocus to remove; 1 = all) and clamped to ``[0, sigma_max]``. ``logits``: ``[B x] C x h x w``, turned
+    into class probabilities (softmax over the class dimension, ``-3``). Returns new tensors
+    ``(blur, probabilities)``; the engine calls it per strip of an image to keep memory low.
+    """
+    blur = blur_sigma * blur_scale if blur_scale != 1.0 else blur_sigma
+    return blur.clamp(0.0, sigma_max), torch.softmax(logits, dim=-3)
+
+
 class TaskHead(nn.Module):
     """Initial task prediction: ``blocks`` residual basic blocks (channels unchanged)."""
 

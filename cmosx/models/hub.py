@@ -1,4 +1,4 @@
-"""Resolve a model reference to a :class:`LoadedModel`: bundled name, local path or Hugging Face Hub.
+"""Resolve a model reference to a :class:`~cmosx.models.model.Model`: bundled name, local path or Hugging Face Hub.
 
 References:
 
@@ -35,8 +35,10 @@ from pathlib import Path
 
 from cmosx.errors import ChecksumError, ModelError, UsageError
 from cmosx.io.atomic import atomic_write_json
+from cmosx.models.card import Companion, ModelCard
+from cmosx.models.model import Model
 from cmosx.models.rrdb_sft import RRDBSFT
-from cmosx.models.weights_io import LoadedModel, ModelCard, load_model, load_sr_network, read_card, sha256_file
+from cmosx.models.weights_io import load_model, load_sr_network, read_card, sha256_file
 
 DEFAULT_MODEL_NAME = "cmosx-lite"
 HUB_PREFIX = "hf://"
@@ -75,17 +77,17 @@ class BundledModel:
             if not path.is_file():
                 raise ModelError(f"{path}: {self.name}'s {role} companion weights file not found")
             digest = sha256_file(path)
-            if digest != str(entry.get("sha256", "")).lower():
-                raise ChecksumError(f"{path}: sha256 mismatch (expected {entry.get('sha256')}, got {digest})")
+            if digest != entry.sha256.lower():
+                raise ChecksumError(f"{path}: sha256 mismatch (expected {entry.sha256}, got {digest})")
             checked[role] = digest
         return checked
 
 
-def _companion_file_name(entry: object, where: str) -> str:
+def _companion_file_name(entry: Companion, where: str) -> str:
     """The companion's file name from its card entry: a plain name in the model's own folder."""
-    name = entry.get("weights") if isinstance(entry, dict) else None
-    if not isinstance(name, str) or not name.endswith(".safetensors") or Path(name).name != name or name[0] == ".":
-        raise ModelError(f"{where}: bad companion entry {entry!r} (expected a .safetensors file name)")
+    name = entry.weights
+    if not name.endswith(".safetensors") or Path(name).name != name or name[0] == ".":
+        raise ModelError(f"{where}: bad companion entry {name!r} (expected a .safetensors file name)")
     return name
 
 
@@ -179,7 +181,7 @@ def register_bundled(name: str, weights_file: str, config_file: str, default: bo
     return next(m for m in bundled_models() if m.name == name)
 
 
-def _load_bundled(name: str | None) -> LoadedModel:
+def _load_bundled(name: str | None) -> Model:
     models = bundled_models()
     if name is None:
         default = [m for m in models if m.is_default]
@@ -202,7 +204,7 @@ def _local_config_for(weights: Path) -> Path:
     raise ModelError(f"{weights}: no model config beside it ({weights.stem}.json or config.json)")
 
 
-def _load_local(path: Path) -> LoadedModel:
+def _load_local(path: Path) -> Model:
     if path.is_dir():
         weights, config = path / "model.safetensors", path / "config.json"
         if not weights.is_file():
@@ -269,7 +271,7 @@ def _verify_lfs_blob(path: Path, ref: str) -> str:
     return digest
 
 
-def _load_hub(ref: str) -> LoadedModel:
+def _load_hub(ref: str) -> Model:
     repo, revision, filename = parse_hub_reference(ref)
     weights = _hub_download(repo, filename, revision, ref)
     config = _hub_download(repo, _repo_folder(filename) + "config.json", revision, ref)
@@ -277,14 +279,14 @@ def _load_hub(ref: str) -> LoadedModel:
     return load_model(weights, config, expected_sha256=digest, source=ref)
 
 
-def load_companion(loaded: LoadedModel, role: str) -> RRDBSFT | None:
+def load_companion(loaded: Model, role: str) -> RRDBSFT | None:
     """The companion SR network ``role`` ("upper", "baseline") of a loaded model; None if it has none.
 
     Read from beside the model's weights (downloaded from the same Hub repo folder for ``hf://`` models)
     and checked against the sha256 in the card.
     """
     entry = loaded.card.companions.get(role)
-    if not entry:
+    if entry is None:
         return None
     name = _companion_file_name(entry, f"{loaded.source}: model card")
     if loaded.source.startswith(HUB_PREFIX):
@@ -294,7 +296,7 @@ def load_companion(loaded: LoadedModel, role: str) -> RRDBSFT | None:
         path = loaded.weights_path.parent / name
     else:
         raise ModelError(f"{loaded.source}: cannot locate its {role} companion ({name})")
-    return load_sr_network(path, loaded.card, expected_sha256=entry.get("sha256"))
+    return load_sr_network(path, loaded.card, expected_sha256=entry.sha256)
 
 
 @dataclass(frozen=True)
@@ -345,7 +347,7 @@ def cached_hub_models() -> list[CachedHubModel]:
                     card = read_card(config.file_path)
                 except ModelError:
                     continue  # another library's config.json
-                companions = {entry.get("weights") for entry in card.companions.values() if isinstance(entry, dict)}
+                companions = {entry.weights for entry in card.companions.values()}
                 if Path(name).name in companions:
                     continue
                 found.append(
@@ -360,7 +362,7 @@ def cached_hub_models() -> list[CachedHubModel]:
     return found
 
 
-def resolve_model(ref: str | None) -> LoadedModel:
+def resolve_model(ref: str | None) -> Model:
     """Load the model ``ref`` names (see the module docstring); :class:`ModelError` if it cannot."""
     if ref is None:
         return _load_bundled(None)

@@ -1,7 +1,7 @@
 """Save and load a model as ``model.safetensors`` + ``config.json`` (never pickle).
 
 The weights file holds the state dicts of both networks under the prefixes ``cmos.`` and ``sr.``;
-the config is a :class:`ModelCard` in JSON (spec, classes, scale, blur sigma range, training recipe,
+the config is a :class:`~cmosx.models.card.ModelCard` in JSON (spec, classes, scale, blur sigma range, training recipe,
 measured metrics). A model may carry *companions*: SR networks of the same spec kept beside it (a file
 holding only ``sr.`` tensors, listed in the card with its sha256) so that its evaluation can be re-run
 from the files alone -- ``upper`` (trained on ground-truth maps) and ``baseline`` (blur-unaware).
@@ -13,12 +13,8 @@ sha256 that differs from the expected one raises :class:`ChecksumError`. Writes 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -26,97 +22,12 @@ from safetensors.torch import load_file, save_file
 
 from cmosx.errors import ChecksumError, ModelError
 from cmosx.io.atomic import atomic_write, atomic_write_text
-from cmosx.models.blind import BlindSR
+from cmosx.models.card import ModelCard
 from cmosx.models.cmos import CMOS
-from cmosx.models.descriptor import ModelDescriptor, describe
+from cmosx.models.model import Model
 from cmosx.models.rrdb_sft import RRDBSFT
-from cmosx.models.specs import ModelSpec, spec_from_dict, spec_to_dict
 
-CONFIG_FORMAT = "cmosx-model"
-CONFIG_VERSION = 1
 PREFIXES = ("cmos.", "sr.")
-
-
-@dataclass
-class ModelCard:
-    """Everything about a trained model except its tensors; stored as config.json."""
-
-    name: str
-    spec: ModelSpec
-    num_classes: int
-    class_names: list[str]
-    scale: int = 4
-    sigma_max: float = 5.0  # blur sigma range [0, sigma_max] in HR pixels
-    recipe: dict[str, Any] = field(default_factory=dict)  # training data, stages, steps, seed, ...
-    metrics: dict[str, Any] = field(default_factory=dict)  # measured figures (PSNR, mIoU, ...)
-    description: str = ""
-    # role ("upper", "baseline") -> {"weights": file name beside the model's weights, "sha256", "size",
-    # "conditioning": {"blur": bool, "semantics": bool}, "recipe": how it was trained}
-    companions: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if len(self.class_names) != self.num_classes:
-            raise ModelError(
-                f"model card {self.name!r}: {len(self.class_names)} class names for {self.num_classes} classes"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["spec"] = spec_to_dict(self.spec)
-        return {"format": CONFIG_FORMAT, "format_version": CONFIG_VERSION, **data}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str = "config") -> ModelCard:
-        if not isinstance(data, dict) or data.get("format") != CONFIG_FORMAT:
-            raise ModelError(f'{where}: not a cmosx model config (no "format": "{CONFIG_FORMAT}")')
-        if data.get("format_version") != CONFIG_VERSION:
-            raise ModelError(f"{where}: unsupported config format_version {data.get('format_version')!r}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
-        unknown = sorted(set(body) - fields)
-        required = [
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        ]
-        missing = sorted(name for name in required if name not in body)
-        if unknown or missing:
-            raise ModelError(f"{where}: missing field(s) {missing or '-'}, unknown field(s) {unknown or '-'}")
-        try:
-            body["spec"] = spec_from_dict(body["spec"])
-            return cls(**body)
-        except ModelError as error:
-            raise ModelError(f"{where}: {error}") from None
-        except (TypeError, ValueError) as error:
-            raise ModelError(f"{where}: malformed model config: {error}") from None
-
-    @classmethod
-    def from_json(cls, text: str, where: str = "config") -> ModelCard:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ModelError(f"{where}: invalid JSON: {error}") from None
-        return cls.from_dict(data, where)
-
-
-@dataclass
-class LoadedModel:
-    """Both networks in eval mode on the CPU, their card and descriptor, and where they came from."""
-
-    cmos: CMOS
-    sr: RRDBSFT
-    card: ModelCard
-    descriptor: ModelDescriptor
-    source: str
-    sha256: str = ""
-    weights_path: Path | None = None  # where the weights were read (companions are resolved beside it)
-
-    def blind_sr(self) -> BlindSR:
-        """CMOS + RRDB-SFT chained (estimated maps condition the SR network)."""
-        return BlindSR(self.cmos, self.sr, sigma_max=self.card.sigma_max)
 
 
 def sha256_file(path: Path) -> str:
@@ -239,7 +150,7 @@ def _load_into(net: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: s
 
 def load_model(
     weights_path: Path, config_path: Path, expected_sha256: str | None = None, source: str | None = None
-) -> LoadedModel:
+) -> Model:
     """Load a model saved by :func:`save_model`; both networks are returned in eval mode on the CPU."""
     weights_path, config_path = Path(weights_path), Path(config_path)
     tensors, digest = _verified_tensors(weights_path, expected_sha256)
@@ -250,11 +161,10 @@ def load_model(
     cmos, sr = build_networks(card)
     _load_into(cmos, tensors, "cmos.", str(weights_path))
     _load_into(sr, tensors, "sr.", str(weights_path))
-    return LoadedModel(
+    return Model(
+        card=card,
         cmos=cmos.eval(),
         sr=sr.eval(),
-        card=card,
-        descriptor=describe(card.spec, card.num_classes),
         source=source or str(weights_path),
         sha256=digest,
         weights_path=weights_path,
