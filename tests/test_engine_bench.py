@@ -1,4 +1,4 @@
-"""`cmosx bench`: the measuring code on the tiny spec, and the command's table, PSNR lines and JSON."""
+"""`cmosx bench`: the measuring code on the tiny spec, and the sub-commands' tables, PSNR lines and JSON."""
 
 import json
 
@@ -30,8 +30,8 @@ def test_bench_command_prints_rows_psnr_and_json(tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench, "bench_case", fake_case)
     out = tmp_path / "bench.json"
-    args = ["bench", "--spec", "tiny", "--device", "cpu", "--precision", "fp32", "--precision", "bf16"]
-    result = CliRunner().invoke(app, [*args, "--size", "8x10", "--layout", "both", "--json", str(out)])
+    args = ["bench", "pipeline", "--spec", "tiny", "--device", "cpu", "--precision", "fp32", "--precision", "bf16"]
+    result = CliRunner().invoke(app, [*args, "--size", "8x10", "--layout", "both", "--json-file", str(out)])
     assert result.exit_code == 0, result.output
     assert result.output.count("tiny   cpu") == 4
     assert "PSNR tiny cpu cl fp32 vs bf16: 40.0 dB" in result.output
@@ -40,17 +40,17 @@ def test_bench_command_prints_rows_psnr_and_json(tmp_path, monkeypatch):
 
 
 def test_bench_rejects_bad_options():
-    result = CliRunner().invoke(app, ["bench", "--spec", "tiny", "--size", "big"])
+    result = CliRunner().invoke(app, ["bench", "pipeline", "--spec", "tiny", "--size", "big"])
     assert result.exit_code == 2 and "HEIGHTxWIDTH" in result.output
 
 
 def test_bench_networks_prints_each_network_of_a_spec():
-    result = CliRunner().invoke(app, ["bench", "--networks", "--spec", "tiny", "--size", "16x16", "--repeats", "1"])
+    result = CliRunner().invoke(app, ["bench", "networks", "--spec", "tiny", "--size", "16x16", "--repeats", "1"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert any(line.startswith("tiny/cmos ") for line in lines) and any(line.startswith("tiny/sr ") for line in lines)
     assert "reference at 16x16" in result.output and "tiny: CMOS + SR" in result.output
-    bad = CliRunner().invoke(app, ["bench", "--networks", "--spec", "huge"])
+    bad = CliRunner().invoke(app, ["bench", "networks", "--spec", "huge"])
     assert bad.exit_code == 2 and "unknown spec(s) huge" in bad.output
 
 
@@ -58,7 +58,7 @@ def test_bench_clears_the_precision_cache(tmp_path):
     from cmosx.engine import precision_cache
 
     precision_cache.store("k", "bf16", "machine", "model", {})
-    result = CliRunner().invoke(app, ["bench", "--clear-precision-cache"])
+    result = CliRunner().invoke(app, ["bench", "clear-cache"])
     assert result.exit_code == 0, result.output
     assert f"cleared 1 precision choice(s) from {precision_cache.cache_path()}" in result.output
     assert not precision_cache.cache_path().exists() and precision_cache.load("k") is None
@@ -67,7 +67,7 @@ def test_bench_clears_the_precision_cache(tmp_path):
 def test_peak_is_the_best_shape_measured_once_and_never_below_a_network(monkeypatch):
     calls = []
 
-    def fake_best_time(fn, device, repeats=2):
+    def fake_best_time(fn, sync=None, repeats=2):
         calls.append(1)
         return 0.01 * len(calls)  # the first shape is the fastest
 
@@ -75,7 +75,7 @@ def test_peak_is_the_best_shape_measured_once_and_never_below_a_network(monkeypa
     monkeypatch.setattr(bench, "best_time", fake_best_time)
     cpu = torch.device("cpu")
     peak = bench.conv_peak_gflops(cpu, torch.float32)
-    _run, flops = bench.conv_peak_probe(cpu, torch.float32, bench.PEAK_SHAPES[0])
+    _run, flops = bench.conv_probe(cpu, torch.float32, bench.PEAK_SHAPES[0])
     assert len(calls) == len(bench.PEAK_SHAPES) and peak == pytest.approx(flops / 0.01 / 1e9)
     assert bench.conv_peak_gflops(cpu, torch.float32) == peak and len(calls) == len(bench.PEAK_SHAPES)  # cached
 
@@ -90,9 +90,36 @@ def test_peak_is_the_best_shape_measured_once_and_never_below_a_network(monkeypa
 
 
 def test_end_to_end_times_the_upscale_path_against_the_networks(capsys):
-    from cmosx.cli.bench import _end_to_end
+    from cmosx.cli.bench import end_to_end
 
-    _end_to_end(None, "cpu", "fp32", repeats=1, size=(24, 32))
+    end_to_end(None, "cpu", "fp32", repeats=1, size=(24, 32))
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert "32x24 JPEG -> 128x96 JPEG end to end" in line and "its two networks on the whole photo" in line
     assert float(line.rsplit("ratio ", 1)[1]) > 0
+
+
+def test_plain_bench_and_the_old_flags_run_the_sub_commands(tmp_path, monkeypatch):
+    """Scripts written for the single `cmosx bench` keep working: no sub-command runs `pipeline`, and each old
+    mode flag runs its sub-command (with a note naming the new spelling)."""
+    from cmosx.cli.bench import route_legacy
+    from cmosx.engine import precision_cache
+
+    commands = {"pipeline": 0, "networks": 0, "memory": 0, "end-to-end": 0, "clear-cache": 0}
+    assert route_legacy([], commands) == (["pipeline"], None)
+    assert route_legacy(["--spec", "tiny"], commands) == (["pipeline", "--spec", "tiny"], None)
+    assert route_legacy(["networks", "--halo"], commands) == (["networks", "--halo"], None)
+    assert route_legacy(["--help"], commands) == (["--help"], None)
+    args, note = route_legacy(["--spec", "tiny", "--networks", "--halo"], commands)
+    assert args == ["networks", "--spec", "tiny", "--halo"] and "is now 'cmosx bench networks'" in note
+    args, note = route_legacy(["--peak-memory", "--tile", "64"], commands)
+    assert args == ["memory", "--tile", "64"]
+    assert route_legacy(["--end-to-end"], commands)[0] == ["end-to-end"]
+    args, note = route_legacy(["--json", "out.json"], commands)
+    assert args == ["pipeline", "--json-file", "out.json"] and "--json-file FILE" in note
+
+    precision_cache.store("k", "bf16", "machine", "model", {})
+    result = CliRunner().invoke(app, ["bench", "--clear-precision-cache"])
+    assert result.exit_code == 0, result.output
+    assert "cleared 1 precision choice(s)" in result.stdout and "bench clear-cache" in result.stderr
+    unknown = CliRunner().invoke(app, ["bench", "--no-such-option"])
+    assert unknown.exit_code == 2 and "No such option" in unknown.output

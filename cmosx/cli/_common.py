@@ -1,18 +1,20 @@
-"""Helpers shared by the command modules: error mapping at the CLI edge, reusable option types."""
+"""The CLI's edge: errors become one line and an exit code (in one place), and small parsers of option values.
+
+Exit codes: 0 success; 1 a file or run failed (:class:`~cmosx.errors.CmosxError`); 2 usage error
+(:class:`~cmosx.errors.UsageError`, or a command line click cannot parse); 130 interrupted (Ctrl-C).
+Each error class carries its code (``exit_code``); :class:`CmosxGroup` applies it to every command.
+"""
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
-from pathlib import Path
-from typing import Annotated, Optional, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from cmosx.errors import CmosxError, UsageError
 
-F = TypeVar("F", bound=Callable)
+INTERRUPTED = 130
 
 
 def debug_enabled() -> bool:
@@ -20,20 +22,21 @@ def debug_enabled() -> bool:
     return os.environ.get("CMOSX_DEBUG") == "1"
 
 
-def report_errors(func: F) -> F:
-    """Wrap a command: a :class:`CmosxError` becomes ``Error: ...`` on stderr and its exit code."""
+class CmosxGroup(TyperGroup):
+    """The root command group: a :class:`CmosxError` raised by any command (or sub-command) becomes
+    ``Error: ...`` and the error's exit code; Ctrl-C becomes ``Error: interrupted`` and 130."""
 
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def invoke(self, ctx: typer.Context):
         try:
-            return func(*args, **kwargs)
+            return super().invoke(ctx)
         except CmosxError as error:
             if debug_enabled():
                 raise
             typer.echo(f"Error: {error}", err=True)
             raise typer.Exit(error.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
+        except KeyboardInterrupt:
+            typer.echo("Error: interrupted", err=True)
+            raise typer.Exit(INTERRUPTED) from None
 
 
 def parse_size(text: str, option: str, *, square_ok: bool = False, multiple: int = 1) -> tuple[int, int]:
@@ -57,26 +60,9 @@ def parse_size(text: str, option: str, *, square_ok: bool = False, multiple: int
     return parts[0], parts[1]
 
 
-# Options shared by the photo commands (``upscale``, ``blurmap``): one definition, the same help everywhere.
-InputsArg = Annotated[
-    list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False, metavar="INPUT")
-]
-OutputDirOpt = Annotated[
-    Optional[Path], typer.Option("-o", "--output-dir", help="Folder for the outputs (created if missing).")
-]
-ModelOpt = Annotated[
-    Optional[str], typer.Option("--model", help="Bundled model name, local path, or hf://owner/repo[@rev][/file].")
-]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")]
-TileOpt = Annotated[str, typer.Option("--tile", help="Tile size in input pixels, or 'auto' (from free memory).")]
-OverlapOpt = Annotated[int, typer.Option("--overlap", help="Overlap between tiles, input pixels (blended).")]
-RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
-SkipExistingOpt = Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose outputs exist.")]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="List what would be written; process nothing.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON record per file and a summary.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, only errors and failures.")]
-MaxMegapixelsOpt = Annotated[
-    float, typer.Option("--max-megapixels", help="Refuse inputs above this many megapixels (checked before decoding).")
-]
+def set_threads(threads: int | None) -> None:
+    """``--threads N``: torch's CPU threads for this process (None: leave torch's default)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)

@@ -1,4 +1,9 @@
-"""``cmosx bench``: benchmark inference speed, FLOP rate and memory on this machine."""
+"""``cmosx bench``: measure this machine, one sub-command per measurement.
+
+``pipeline`` (the default), ``networks``, ``memory``, ``end-to-end``, and ``clear-cache`` (forget the
+measured ``--precision auto`` choices). The flags of the single command these replaced still work:
+:func:`route_legacy`.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,85 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
-from cmosx.cli._common import parse_size, report_errors
+from cmosx.cli._common import parse_size, set_threads
+from cmosx.cli.options import (
+    DeviceOpt,
+    DevicesOpt,
+    ModelOpt,
+    PrecisionOpt,
+    PrecisionsOpt,
+    SpecOpt,
+    SpecsOpt,
+    ThreadsOpt,
+)
 from cmosx.errors import UsageError
+
+DEFAULT_COMMAND = "pipeline"
+
+# The flags that chose a mode of the single `cmosx bench` command, in the order it tested them, and the
+# sub-command that does that job now.
+LEGACY_MODES = {
+    "--clear-precision-cache": "clear-cache",
+    "--end-to-end": "end-to-end",
+    "--peak-memory": "memory",
+    "--networks": "networks",
+}
+
+
+def route_legacy(args: list[str], commands: dict) -> tuple[list[str], str | None]:
+    """The arguments of ``cmosx bench`` with their sub-command in front, and a note when old flags were used.
+
+    No sub-command: ``pipeline``. A mode flag of the old single command (``--networks``, ``--peak-memory``,
+    ``--end-to-end``, ``--clear-precision-cache``) becomes its sub-command; ``--json FILE`` becomes
+    ``--json-file FILE``. ``--help`` and a named sub-command pass as they are.
+    """
+    if args and (args[0] in commands or args[0] == "--help" or not args[0].startswith("-")):
+        return args, None
+    modes = [flag for flag in LEGACY_MODES if flag in args]
+    name = LEGACY_MODES[modes[0]] if modes else DEFAULT_COMMAND
+    rest = [arg for arg in args if arg not in LEGACY_MODES]
+    if name == DEFAULT_COMMAND and "--json" in rest:
+        rest = ["--json-file" if arg == "--json" else arg for arg in rest]
+    old = [arg for arg in args if arg in LEGACY_MODES or arg == "--json"]
+    note = None
+    if old:
+        note = f"note: 'cmosx bench {' '.join(old)}' is now 'cmosx bench {name}'"
+        if name == DEFAULT_COMMAND and "--json" in old:
+            note += " --json-file FILE"
+    return [name, *rest], note
+
+
+class BenchGroup(TyperGroup):
+    """``cmosx bench``: without a sub-command it runs ``pipeline``; old flags are routed (:func:`route_legacy`)."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        args, note = route_legacy(args, self.commands)
+        if note and not ctx.resilient_parsing:
+            typer.echo(note, err=True)
+        return super().parse_args(ctx, args)
+
+
+group = typer.Typer(
+    cls=BenchGroup,
+    help="Measure speed, FLOP rate and memory on this machine.\n\n"
+    "Without a command, 'cmosx bench [OPTIONS]' runs 'cmosx bench pipeline [OPTIONS]'.",
+    short_help="Measure speed, FLOP rate and memory on this machine.",
+)
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="bench", help="Benchmark inference speed, FLOP rate and memory on this machine.")(bench_command)
+    app.add_typer(group, name="bench")
+
+
+# Options several bench commands share.
+SizeOpt = Annotated[str, typer.Option("--size", metavar="HxW", help="LR input size for tiny and lite.")]
+PaperSizeOpt = Annotated[
+    str, typer.Option("--paper-size", metavar="HxW", help="LR input size for the (slow) paper spec.")
+]
+RepeatsOpt = Annotated[int, typer.Option("--repeats", metavar="N", min=1, help="Timed rounds (the best is kept).")]
+SrTileOpt = Annotated[int, typer.Option("--tile", metavar="N", help="SR tile size in LR pixels.")]
 
 
 def _devices(choice: str) -> list[str]:
@@ -47,57 +124,31 @@ def _row(r) -> str:
     )
 
 
-@report_errors
-def bench_command(
-    spec: Annotated[
-        Optional[list[str]], typer.Option("--spec", help="Model spec(s) to run (seeded random weights).")
+@group.command(name="pipeline", short_help="Speed, FLOP rate and memory of the tiled pipeline.")
+def pipeline_command(
+    spec: SpecsOpt = None,
+    model: ModelOpt = None,
+    device: DevicesOpt = "all",
+    precision: PrecisionsOpt = None,
+    layout: Annotated[
+        str, typer.Option("--layout", metavar="NAME", help="Memory format: cl (channels-last), nchw, or both.")
+    ] = "cl",
+    size: SizeOpt = "240x320",
+    paper_size: PaperSizeOpt = "120x160",
+    tile: SrTileOpt = 128,
+    tile_batch: Annotated[
+        str, typer.Option("--tile-batch", metavar="N", help="SR tiles per device call, or auto.")
+    ] = "auto",
+    repeats: RepeatsOpt = 2,
+    threads: ThreadsOpt = None,
+    json_file: Annotated[
+        Optional[Path], typer.Option("--json-file", metavar="FILE", help="Also write the results as JSON here.")
     ] = None,
-    model: Annotated[
-        Optional[str], typer.Option("--model", help="Benchmark this model (name, path or hf://) instead of specs.")
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, mps, or all (every device available).")] = "all",
-    precision: Annotated[
-        Optional[list[str]], typer.Option("--precision", help="fp32, bf16, fp16 (default: fp32 and bf16).")
-    ] = None,
-    layout: Annotated[str, typer.Option(help="Memory format: cl (channels-last), nchw, or both.")] = "cl",
-    size: Annotated[str, typer.Option(help="LR input size HxW for tiny and lite.")] = "240x320",
-    paper_size: Annotated[str, typer.Option(help="LR input size HxW for the (slow) paper spec.")] = "120x160",
-    tile: Annotated[int, typer.Option(help="SR tile size (LR pixels) for the tiled run.")] = 128,
-    tile_batch: Annotated[str, typer.Option(help="SR tiles per device call, or auto.")] = "auto",
-    repeats: Annotated[int, typer.Option(min=1, help="Timed rounds per case (best is kept).")] = 2,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
-    peak_memory: Annotated[
-        bool,
-        typer.Option(
-            "--peak-memory",
-            help="Instead: peak RSS of 1000x750 and 2000x1500 photos (fixed tiles, fresh processes, CPU).",
-        ),
-    ] = False,
-    networks: Annotated[
-        bool,
-        typer.Option(
-            "--networks",
-            help="Instead: each network's FLOPs, NCHW / channels-last / bf16 times and GFLOP/s on the CPU.",
-        ),
-    ] = False,
-    halo: Annotated[bool, typer.Option("--halo", help="With --networks: also the receptive-field probe.")] = False,
-    end_to_end: Annotated[
-        bool,
-        typer.Option(
-            "--end-to-end",
-            help="Instead: a 1000x750 JPEG -> 12 MP JPEG through `cmosx upscale` (read, upscale, write) against "
-            "the model's two networks on the whole photo, timed in alternation (--model, default the bundled one).",
-        ),
-    ] = False,
-    clear_precision_cache: Annotated[
-        bool,
-        typer.Option(
-            "--clear-precision-cache",
-            help="Instead: forget the measured --precision auto choices (they are measured again on next use).",
-        ),
-    ] = False,
 ) -> None:
-    """Time each (model, device, precision, layout) on a synthetic photo and print one row per case.
+    """Time each (model, device, precision, layout) on a synthetic photo; print one row per case.
+
+    Models: --spec (seeded random weights; default tiny, lite and paper), or --model. Precisions: default
+    fp32 and bf16.
 
     Columns: output megapixels/s of the tiled pipeline; tiled/untiled time ratio; GFLOP/s achieved by
     the SR network on one tile and by the whole pipeline (FLOPs counted with torch's FlopCounterMode);
@@ -109,32 +160,15 @@ def bench_command(
     from cmosx.engine.device import parse_precision, resolve_device
     from cmosx.engine.memory import retain_freed_memory
 
+    set_threads(threads)
     retain_freed_memory()  # measure the CPU as `cmosx upscale` runs it (freed memory reused, not page-faulted)
-    if clear_precision_cache:
-        from cmosx.engine.precision_cache import ENV_VAR, clear
-
-        path, count = clear()
-        if path is None:
-            typer.echo(f"the precision cache is off ({ENV_VAR}=off): nothing to clear")
-        else:
-            typer.echo(f"cleared {count} precision choice(s) from {path}")
-        return
-    if end_to_end:
-        _end_to_end(model, device if device != "all" else "auto", precision[0] if precision else "auto", repeats)
-        return
-    if peak_memory:
-        _peak_memory(spec[0] if spec else "tiny", tile)
-        return
     specs = spec or ["tiny", "lite", "paper"]
-    if networks:
-        _network_table(specs, parse_size(size, "--size"), parse_size(paper_size, "--paper-size"), repeats, halo)
-        return
     precisions = precision or ["fp32", "bf16"]
     layouts = {"cl": [True], "nchw": [False], "both": [True, False]}.get(layout)
     if layouts is None:
-        raise UsageError(f"layout must be cl, nchw or both, got {layout!r}")
+        raise UsageError(f"--layout must be cl, nchw or both, got {layout!r}")
     if tile < 8:
-        raise UsageError(f"tile must be at least 8, got {tile}")
+        raise UsageError(f"--tile must be at least 8, got {tile}")
     sizes = {"default": parse_size(size, "--size"), "paper": parse_size(paper_size, "--paper-size")}
     batch: int | str = int(tile_batch) if tile_batch.isdigit() else tile_batch
 
@@ -169,38 +203,51 @@ def bench_command(
         typer.echo(_row(result))
     for c in comparisons:
         typer.echo(f"PSNR {c['spec']} {c['device']} {c['layout']} {c['a']} vs {c['b']}: {c['psnr_db']:.1f} dB")
-    if json_out is not None:
+    if json_file is not None:
         from cmosx.io.atomic import atomic_write_bytes
 
         payload = {"results": [r.as_dict() for r in results], "comparisons": comparisons}
-        atomic_write_bytes(json_out, json.dumps(payload, indent=2).encode())
+        atomic_write_bytes(json_file, json.dumps(payload, indent=2).encode())
 
 
-def _network_table(
-    specs: list[str], size: tuple[int, int], paper_size: tuple[int, int], repeats: int, halo: bool
+@group.command(name="networks", short_help="FLOPs and times of each network on the CPU.")
+def networks_command(
+    spec: SpecsOpt = None,
+    size: SizeOpt = "240x320",
+    paper_size: PaperSizeOpt = "120x160",
+    repeats: RepeatsOpt = 2,
+    threads: ThreadsOpt = None,
+    halo: Annotated[bool, typer.Option("--halo", help="Also probe each network's receptive field.")] = False,
 ) -> None:
-    """Per-network rows of :func:`cmosx.models.bench.benchmark_spec` against a reference conv."""
+    """Each network's FLOPs, NCHW / channels-last / bf16 times and GFLOP/s on the CPU (seeded random
+    weights; default specs tiny, lite and paper), against a reference convolution and the fp32 conv peak,
+    and the projected time of a 12 MP x4 output."""
     import torch
 
-    from cmosx.engine.bench import PEAK_SHAPES, conv_peak_gflops
-    from cmosx.models.bench import MEGAPIXELS_12_LR, benchmark_spec, measure_halos, reference_conv
+    from cmosx.engine.bench import PEAK_SHAPES, conv_peak_gflops, conv_rate
+    from cmosx.engine.memory import retain_freed_memory
+    from cmosx.models.bench import MEGAPIXELS_12_LR, benchmark_spec, measure_halos
     from cmosx.models.specs import SPECS
 
+    set_threads(threads)
+    retain_freed_memory()
+    specs = spec or ["tiny", "lite", "paper"]
     unknown = [name for name in specs if name not in SPECS]
     if unknown:
         raise UsageError(f"unknown spec(s) {', '.join(unknown)} (use {', '.join(SPECS)})")
-    height, width = size
+    height, width = parse_size(size, "--size")
+    paper_height_width = parse_size(paper_size, "--paper-size")
     typer.echo(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, fp32 unless noted")
-    ref_s, ref_rate = reference_conv(height, width)
+    cpu = torch.device("cpu")
+    ref_s, ref_rate = conv_rate(cpu, torch.float32, (64, 64, 3), (height, width))
     typer.echo(
         f"reference at {height}x{width}: channels_last 3x3 conv 64->64 {ref_s * 1e3:.1f} ms, {ref_rate:.0f} GFLOP/s"
     )
-    cpu = torch.device("cpu")
     peak = conv_peak_gflops(cpu, torch.float32)
     typer.echo(f"fp32 peak (best of {len(PEAK_SHAPES)} conv shapes): {peak:.0f} GFLOP/s")
     measured = []
     for name in specs:
-        h, w = paper_size if name == "paper" else size
+        h, w = paper_height_width if name == "paper" else (height, width)
         measured.append((name, h, w, benchmark_spec(name, h, w, repeats=repeats)))
     peak = max([peak] + [row.gflops_cl for _name, _h, _w, rows in measured for row in rows])
     header = f"{'network':<12} {'LR size':>9} {'GFLOP':>8} {'MMAC/px':>8} {'NCHW ms':>9} {'CL ms':>8}"
@@ -221,17 +268,22 @@ def _network_table(
             typer.echo(f"halo probe {name}: {measure_halos(name)}")
 
 
-def _peak_memory(spec_name: str, tile: int) -> None:
-    """Peak RSS for two photo sizes with the same tiles: the larger may add its output, not more."""
+@group.command(name="memory", short_help="Peak memory of a small and a large photo.")
+def memory_command(spec: SpecOpt = "tiny", tile: SrTileOpt = 128) -> None:
+    """Peak RSS of 1000x750 and 2000x1500 photos with the same tiles (one fresh process each, CPU, seeded
+    random weights): the larger photo may add its output buffers, not more."""
     from cmosx.engine.bench import peak_rss_subprocess
+    from cmosx.models.specs import SPECS
 
+    if spec not in SPECS:
+        raise UsageError(f"unknown spec {spec} (use {', '.join(SPECS)})")
     cmos_tile = 480
     rows = []
     for width, height in ((1000, 750), (2000, 1500)):
-        r = peak_rss_subprocess(spec_name, height, width, tile, cmos_tile)
+        r = peak_rss_subprocess(spec, height, width, tile, cmos_tile)
         rows.append(r)
         typer.echo(
-            f"{spec_name} {width}x{height}: peak RSS {r['peak_rss_mb']:.0f} MiB (before run {r['rss_before_mb']:.0f}), "
+            f"{spec} {width}x{height}: peak RSS {r['peak_rss_mb']:.0f} MiB (before run {r['rss_before_mb']:.0f}), "
             f"output buffers {r['output_mb']:.0f} MiB, {r['seconds']:.1f} s  [tile {tile}, CMOS tile {cmos_tile}]"
         )
     small, large = rows
@@ -240,22 +292,49 @@ def _peak_memory(spec_name: str, tile: int) -> None:
     typer.echo(f"growth {growth:.0f} MiB vs larger output buffers {large['output_mb']:.0f} MiB: {verdict} the bound")
 
 
-def _end_to_end(
+@group.command(name="end-to-end", short_help="A 12 MP photo through 'cmosx upscale' vs its networks.")
+def end_to_end_command(
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    repeats: RepeatsOpt = 2,
+    threads: ThreadsOpt = None,
+) -> None:
+    """A 1000x750 JPEG -> 4000x3000 JPEG through the path of 'cmosx upscale' (read, upscale, write with
+    metadata) against the model's two networks alone on the whole photo, timed in alternation; prints
+    both times and their ratio. Default model: the bundled one."""
+    set_threads(threads)
+    end_to_end(model, device, precision, repeats)
+
+
+@group.command(name="clear-cache", short_help="Forget the measured --precision auto choices.")
+def clear_cache_command() -> None:
+    """Forget the measured --precision auto choices (each is measured again on its next use)."""
+    from cmosx.engine.precision_cache import ENV_VAR, clear
+
+    path, count = clear()
+    if path is None:
+        typer.echo(f"the precision cache is off ({ENV_VAR}=off): nothing to clear")
+    else:
+        typer.echo(f"cleared {count} precision choice(s) from {path}")
+
+
+def end_to_end(
     model_ref: str | None, device: str, precision: str, repeats: int, size: tuple[int, int] = (750, 1000)
 ) -> None:
     """A 12 MP output through the path of `cmosx upscale` (read, upscale, write the JPEG with its metadata)
     against the model's two networks alone on the whole photo, timed in alternation."""
     import tempfile
-    from pathlib import Path
 
     import torch
 
     from cmosx.cli._engine import EngineChoice, load_upscaler, model_label
     from cmosx.cli._photos import upscale_photo
-    from cmosx.engine.bench import interleaved_best, synthetic_photo
+    from cmosx.engine.bench import synthetic_photo
     from cmosx.io import read_image, write_image
     from cmosx.io.photo import Photo
     from cmosx.models.cmos import conditions
+    from cmosx.ops.timing import device_sync, interleaved_best
 
     height, width = size
     choice = EngineChoice(model=model_ref, device=device, precision=precision, tile="auto", overlap=16)
@@ -275,7 +354,7 @@ def _end_to_end(
                 blur, semantic = conditions(maps[:, :1], maps[:, 1:], upscaler.sigma_max)
                 upscaler._run_sr(lr, blur, semantic, upscaler.precision)
 
-        t_pipe, t_nets = interleaved_best([pipeline, networks], upscaler.device, rounds=repeats)
+        t_pipe, t_nets = interleaved_best([pipeline, networks], device_sync(upscaler.device), rounds=repeats)
     name = str(upscaler.precision).replace("torch.", "")
     typer.echo(
         f"{model_label(model)} on {upscaler.device} ({name}, {torch.get_num_threads()} threads): "

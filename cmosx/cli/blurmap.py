@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cmosx.cli._common import (
+from cmosx.cli.options import (
     DeviceOpt,
     DryRunOpt,
     InputsArg,
@@ -22,7 +22,6 @@ from cmosx.cli._common import (
     RecursiveOpt,
     SkipExistingOpt,
     TileOpt,
-    report_errors,
 )
 from cmosx.errors import UsageError
 
@@ -46,7 +45,6 @@ def register(app: typer.Typer) -> None:
     )
 
 
-@report_errors
 def blurmap_command(
     inputs: InputsArg,
     output_dir: OutputDirOpt = None,

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from cmosx.catalog import DATASET_KERNEL, DATASET_NAMES
-from cmosx.cli._common import parse_size, report_errors
+from cmosx.cli._common import parse_size, set_threads
+from cmosx.cli.options import ThreadsOpt
 from cmosx.errors import UsageError
 
 group = typer.Typer(help="Generate and inspect BSR datasets.", no_args_is_help=True)
@@ -27,8 +28,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(group, name="dataset")
 
 
-@group.command(name="generate")
-@report_errors
+@group.command(name="generate", short_help="Generate a BSR dataset (resumable).")
 def generate_command(
     out: Annotated[
         Path, typer.Option("--out", help="Folder to write the dataset to (new, empty, or a run to resume).")
@@ -115,20 +115,17 @@ def generate_command(
     typer.echo(f"{name}: {splits}; kernel {kernel} (sigma <= {info['sigma_max']:g}) -> {out}")
 
 
-@group.command(name="bench")
-@report_errors
+@group.command(name="bench", short_help="Time the synthetic-bsr renderer and samples.")
 def bench_command(
-    repeats: Annotated[int, typer.Option(min=1, help="Scenes (and samples) per measurement.")] = 6,
-    threads: Annotated[int, typer.Option(min=1, help="torch threads (DataLoader workers use 1).")] = 1,
+    repeats: Annotated[int, typer.Option(metavar="N", min=1, help="Scenes (and samples) per measurement.")] = 6,
+    threads: ThreadsOpt = 1,
     samples: Annotated[Optional[Path], typer.Option("--samples", help="Also write preview PNGs here.")] = None,
 ) -> None:
     """Time the synthetic-bsr renderer and samples on this machine; optionally write previews."""
-    import torch
-
     from cmosx.train.data.bench import render_speed, sample_speed, save_previews
     from cmosx.train.data.scenes import SYNTHETIC_CLASSES
 
-    torch.set_num_threads(threads)
+    set_threads(threads)
     typer.echo(f"threads {threads}, {repeats} scenes of 640x480")
     for row in render_speed(repeats):
         typer.echo(

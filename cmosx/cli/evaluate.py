@@ -7,13 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from cmosx.cli._common import DeviceOpt, PrecisionOpt, report_errors
+from cmosx.cli._common import set_threads
+from cmosx.cli.options import DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, ThreadsOpt
 from cmosx.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
     app.command(
-        name="eval", help="Evaluate a model as cmosx upscale runs it, on BSR test groups, with the paper's metrics."
+        name="eval",
+        help="Evaluate a model as cmosx upscale runs it, on BSR test groups, with the paper's metrics.",
+        short_help="Evaluate a model on BSR test groups (paper's metrics).",
     )(evaluate_command)
 
 
@@ -34,7 +37,6 @@ def parse_groups(text: str) -> list[int]:
     return sorted(groups)
 
 
-@report_errors
 def evaluate_command(
     dataset: Annotated[
         Optional[str],
@@ -85,20 +87,17 @@ def evaluate_command(
     seed: Annotated[int, typer.Option("--seed", help="synthetic-bsr without --root, --photos: scene seed.")] = 0,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
-    threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     import json
-
-    import torch
 
     from cmosx.train.evaluate import evaluate, format_table
     from cmosx.train.runs import load_companion_networks, load_networks, sr_stage_source
     from cmosx.train.sources import open_photo_split, open_test_group
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if photos is not None and dataset not in (None, "photo-bsr"):
         raise UsageError(f"--photos evaluates photo-bsr scenes; it does not combine with --dataset {dataset}")
     if photos is None and dataset in (None, "photo-bsr"):

@@ -1,18 +1,17 @@
-"""The ``cmosx`` Typer application and its entry point with error-to-exit-code mapping."""
+"""The ``cmosx`` Typer application and its entry point (errors map to exit codes in :mod:`cmosx.cli._common`)."""
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Annotated, Optional
 
 import typer
 
 from cmosx import __version__
-from cmosx.errors import CmosxError
+from cmosx.cli._common import CmosxGroup
 
 app = typer.Typer(
     name="cmosx",
+    cls=CmosxGroup,
     help=(
         "Blind super-resolution for defocused photos: estimates a per-pixel blur map and a "
         "semantic map (CMOS) and upscales x4 with RRDB-SFT."
@@ -52,14 +51,5 @@ _register_commands()
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console-script entry point: run the app, map :class:`CmosxError` to one line and an exit code."""
-    try:
-        app(args=argv, prog_name="cmosx")
-    except CmosxError as error:
-        if os.environ.get("CMOSX_DEBUG") == "1":
-            raise
-        typer.echo(f"Error: {error}", err=True)
-        sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("Error: interrupted", err=True)
-        sys.exit(130)
+    """Console-script entry point (``cmosx``, ``python -m cmosx``)."""
+    app(args=argv, prog_name="cmosx")

@@ -15,13 +15,16 @@ from typing import Annotated, Optional
 import typer
 
 from cmosx.catalog import DATASET_NAMES, PRESET_HARDWARE
-from cmosx.cli._common import parse_size, report_errors
+from cmosx.cli._common import parse_size
+from cmosx.cli.options import DeviceOpt, QuietOpt, SpecOpt, ThreadsOpt
 from cmosx.errors import UsageError
 from cmosx.launch import launch_from_environment
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="train", help=HELP)(train_command)
+    app.command(name="train", help=HELP, short_help="Train a model on a BSR dataset (whole recipe or one stage).")(
+        train_command
+    )
 
 
 HELP = """Train a model on a BSR dataset: the whole recipe into OUT/model, or one --stage.
@@ -36,14 +39,13 @@ set is generated once into ROOT-bsr (or ~/.cache/cmosx/bsr when ROOT's folder is
 synthetic-bsr needs no data (scenes are rendered on the fly)."""
 
 
-@report_errors
 def train_command(
     dataset: Annotated[str, typer.Option("--dataset", help=" | ".join(DATASET_NAMES))],
     stage: Annotated[
         Optional[str],
         typer.Option("--stage", help="Run one stage: estimator (CMOS) | sr (RRDB-SFT, GT maps) | blind. Default: all."),
     ] = None,
-    spec: Annotated[Optional[str], typer.Option("--spec", help="Model size: tiny | lite | paper.")] = None,
+    spec: SpecOpt = None,
     root: Annotated[
         Optional[Path],
         typer.Option(
@@ -119,7 +121,7 @@ def train_command(
         bool, typer.Option("--unconditioned", help="sr/blind: blur-unaware baseline (prior inputs zeroed).")
     ] = False,
     amp: Annotated[Optional[str], typer.Option("--amp", help="auto (fp16 on CUDA) | off | bf16 | fp16.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
+    threads: ThreadsOpt = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes.")] = None,
     checkpoint_every: Annotated[
         Optional[int], typer.Option("--checkpoint-every", help="Steps between checkpoints.")
@@ -158,8 +160,8 @@ def train_command(
     pixel_loss: Annotated[
         Optional[str], typer.Option("--pixel-loss", help="sr/blind: l1 (the paper's, default) or l2 (MSE).")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or per-stage lines.")] = False,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
 ) -> None:
     from cmosx.train.config import make_config, parse_quality_range
     from cmosx.train.runs import RUN_FILE, read_run_info

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cmosx.cli._common import (
+from cmosx.cli.options import (
     DeviceOpt,
     DryRunOpt,
     InputsArg,
@@ -24,7 +24,6 @@ from cmosx.cli._common import (
     RecursiveOpt,
     SkipExistingOpt,
     TileOpt,
-    report_errors,
 )
 from cmosx.errors import InputImageError, UsageError
 
@@ -63,7 +62,6 @@ def register(app: typer.Typer) -> None:
     )
 
 
-@report_errors
 def upscale_command(
     inputs: InputsArg,
     output_dir: OutputDirOpt = None,

@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from cmosx.cli._common import report_errors
 from cmosx.errors import CmosxError, UsageError
 
 group = typer.Typer(help="List, verify and export model weights.", no_args_is_help=True)
@@ -52,8 +51,7 @@ def _describe(title: str, file_line: str, card) -> None:
         typer.echo(f"  about:    {card.description}")
 
 
-@group.command(name="list")
-@report_errors
+@group.command(name="list", short_help="Show the bundled and cached models.")
 def list_command() -> None:
     """Show the bundled models and the cmosx models in the local Hugging Face cache: size, classes,
     training data and measured figures from each model card."""
@@ -74,10 +72,9 @@ def list_command() -> None:
         _describe(f"{model.reference}{refs}", f"{model.weights_path.name} ({model.size / 1e6:.1f} MB)", model.card())
 
 
-@group.command(name="verify")
-@report_errors
+@group.command(name="verify", short_help="Check the bundled weights' sha256.")
 def verify_command(
-    name: Annotated[Optional[str], typer.Argument(help="Verify only this bundled model.")] = None,
+    name: Annotated[Optional[str], typer.Argument(metavar="NAME", help="Verify only this bundled model.")] = None,
 ) -> None:
     """Check every bundled weights file against the sha256 in the manifest (exit 1 on a mismatch)."""
     from cmosx.models.hub import bundled_models
@@ -106,12 +103,12 @@ def verify_command(
         raise typer.Exit(1)
 
 
-@group.command(name="export")
-@report_errors
+@group.command(name="export", short_help="Write a trained run as a model.")
 def export_command(
-    run: Annotated[Path, typer.Argument(help="A blind-stage run folder (cmosx train --stage blind).")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A blind-stage run folder (cmosx train --stage blind).")],
     dest: Annotated[
-        str, typer.Argument(help="A folder path, or a NAME bundled into weights/ (source checkouts only).")
+        str,
+        typer.Argument(metavar="DEST", help="A folder path, or a NAME bundled into weights/ (source checkouts only)."),
     ],
     metrics: Annotated[
         Optional[Path],

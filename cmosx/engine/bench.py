@@ -1,11 +1,15 @@
 """Measurements behind ``cmosx bench``: speed, FLOP rate against the device's conv peak, memory, tiling cost.
 
+- **Reference convolution**: :func:`conv_probe` / :func:`conv_rate`, one channels-last convolution,
+  the yardstick of ``bench pipeline`` (the conv peak) and ``bench networks`` (the reference line).
+
 - **Conv peak**: the best FLOP rate of a few representative channels-last convolutions
   (:data:`PEAK_SHAPES`), each timed after a warm-up, once per device and precision in a process, and
   never below a rate any network reaches in the same run (:func:`raise_peaks`), so no fraction of the
   peak exceeds 100 %.
-- **SR stage**: RRDB-SFT on one tile; FLOPs counted with ``torch.utils.flop_counter.FlopCounterMode``
+- **SR stage**: RRDB-SFT on one tile; FLOPs counted by :func:`cmosx.ops.timing.count_flops`
   (convolutions and matrix products), divided by the measured time -> GFLOP/s and fraction of peak.
+  Every time is :mod:`cmosx.ops.timing`'s best of a few calls after a warm-up.
 - **Pipeline**: :class:`~cmosx.engine.pipeline.Upscaler` on a synthetic photo, tiled (the given tile)
   and untiled (one tile) -> output megapixels/s and the tiled / untiled time ratio.
 - **Peak memory**: ``torch.cuda.max_memory_allocated`` on CUDA; on the CPU the process's peak resident
@@ -23,13 +27,13 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.flop_counter import FlopCounterMode
 
 from cmosx.engine.device import autocast_context
 from cmosx.engine.pipeline import Upscaler
 from cmosx.errors import EngineError
 from cmosx.models.random_init import random_model
 from cmosx.ops.compare import psnr
+from cmosx.ops.timing import best_time, count_flops, device_sync, interleaved_best
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> Tensor:
@@ -41,51 +45,6 @@ def synthetic_photo(height: int, width: int, seed: int = 0) -> Tensor:
     return (0.8 * base + texture).clamp(0, 1)[0]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def best_time(fn: Callable[[], object], device: torch.device, repeats: int = 2) -> float:
-    """Best wall time of ``repeats`` calls after one warm-up call (seconds)."""
-    fn()
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of ``fn()`` as counted by ``torch.utils.flop_counter.FlopCounterMode``."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-def interleaved_best(fns: list[Callable[[], object]], device: torch.device, rounds: int = 2) -> list[float]:
-    """Best wall time of each function, timed in alternation (one warm-up each first).
-
-    Alternating keeps ratios meaningful on a machine shared with other work: a busy spell slows
-    every function of a round, and the best round of each is kept.
-    """
-    for fn in fns:
-        fn()
-    _sync(device)
-    best = [float("inf")] * len(fns)
-    for _ in range(rounds):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
-
-
 # Representative convolutions of the networks (in, out channels, kernel): the SR trunk and dense blocks,
 # the CMOS branches and heads. The peak is the best of them, so no network can beat it by using a shape
 # the probe left out.
@@ -94,19 +53,27 @@ PEAK_SHAPES: tuple[tuple[int, int, int], ...] = ((64, 64, 3), (32, 32, 3), (96, 
 _peak_cache: dict[tuple[str, str], float] = {}
 
 
-def conv_peak_probe(
-    device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int] = (64, 64, 3)
+def conv_probe(
+    device: torch.device,
+    dtype: torch.dtype,
+    shape: tuple[int, int, int] = (64, 64, 3),
+    size: tuple[int, int] | None = None,
 ) -> tuple[Callable[[], Tensor], int]:
-    """One channels-last convolution ``(in, out, kernel)`` in ``dtype`` and its FLOPs.
+    """One channels-last convolution ``(in, out, kernel)`` in ``dtype`` and its FLOPs per call.
 
-    Sized so the device is busy (CPU: a 192 x 192 map, larger than the caches; GPU: 10 calls on a batch
-    of 8 maps of 512 x 512), else a GPU would measure its launch latency.
+    ``size`` (height, width): one map of that size, one convolution per call. Default: sized so the
+    device is busy (CPU: a 192 x 192 map, larger than the caches; GPU: 10 convolutions of a batch of 8
+    maps of 512 x 512 per call), else a GPU would measure its launch latency.
     """
     cin, cout, kernel = shape
-    batch, size, calls = (1, 192, 1) if device.type == "cpu" else (8, 512, 10)
+    if size is not None:
+        batch, (height, width), calls = 1, size, 1
+    else:
+        batch, calls = (1, 1) if device.type == "cpu" else (8, 10)
+        height = width = 192 if device.type == "cpu" else 512
     conv = torch.nn.Conv2d(cin, cout, kernel, padding=kernel // 2).to(device, memory_format=torch.channels_last)
     conv = conv.eval()
-    x = torch.rand(batch, cin, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(batch, cin, height, width, device=device).contiguous(memory_format=torch.channels_last)
 
     def run():
         with torch.inference_mode(), autocast_context(device, dtype):
@@ -114,20 +81,28 @@ def conv_peak_probe(
                 out = conv(x)
         return out
 
-    return run, 2 * cin * cout * kernel * kernel * size * size * batch * calls
+    return run, 2 * cin * cout * kernel * kernel * height * width * batch * calls
+
+
+def conv_rate(
+    device: torch.device,
+    dtype: torch.dtype,
+    shape: tuple[int, int, int] = (64, 64, 3),
+    size: tuple[int, int] | None = None,
+    repeats: int = 3,
+) -> tuple[float, float]:
+    """(seconds, GFLOP/s) of :func:`conv_probe`: the best of ``repeats`` calls after a warm-up."""
+    run, flops = conv_probe(device, dtype, shape, size)
+    seconds = best_time(run, device_sync(device), repeats)
+    return seconds, flops / seconds / 1e9
 
 
 def conv_peak_gflops(device: torch.device, dtype: torch.dtype, repeats: int = 3) -> float:
-    """The device's practical peak GFLOP/s in ``dtype``: the best of :data:`PEAK_SHAPES`, each timed after
-    a warm-up (best of ``repeats``). Measured once per device and precision in a process."""
+    """The device's practical peak GFLOP/s in ``dtype``: the best :func:`conv_rate` of :data:`PEAK_SHAPES`.
+    Measured once per device and precision in a process."""
     key = (str(device), str(dtype))
     if key not in _peak_cache:
-        rates = []
-        for shape in PEAK_SHAPES:
-            run, flops = conv_peak_probe(device, dtype, shape)
-            run()  # warm-up: oneDNN / cuDNN choose and cache their kernels on the first call
-            rates.append(flops / best_time(run, device, repeats=repeats) / 1e9)
-        _peak_cache[key] = max(rates)
+        _peak_cache[key] = max(conv_rate(device, dtype, shape, repeats=repeats)[1] for shape in PEAK_SHAPES)
     return _peak_cache[key]
 
 
@@ -159,14 +134,7 @@ def peak_memory_bytes(device: torch.device) -> int:
     """Peak device memory (CUDA) or peak resident set of this process (CPU) since the last reset."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    return int(_status_kib("VmHWM") * 1024)
 
 
 @dataclass
@@ -220,7 +188,9 @@ def bench_case(
     reset_peak_memory(dev)
     output = tiled.upscale(photo).image
     peak_mem = peak_memory_bytes(dev)
-    t_tiled, t_untiled = interleaved_best([lambda: tiled.upscale(photo), lambda: untiled.upscale(photo)], dev, repeats)
+    t_tiled, t_untiled = interleaved_best(
+        [lambda: tiled.upscale(photo), lambda: untiled.upscale(photo)], device_sync(dev), repeats
+    )
     pipeline_flops = count_flops(lambda: tiled.upscale(photo))
 
     # The SR stage alone on one tile of the benchmark's tile size (its input window with halo), timed
@@ -229,7 +199,7 @@ def bench_case(
     side_c = min(width, tile + 2 * tiled.halo)
     lr, blur, semantic = tiled._probe_inputs(side_r, side_c)
     sr_flops = count_flops(lambda: tiled._run_sr(lr, blur, semantic, dtype))
-    t_sr = best_time(lambda: tiled._run_sr(lr, blur, semantic, dtype), dev, repeats + 2)
+    t_sr = best_time(lambda: tiled._run_sr(lr, blur, semantic, dtype), device_sync(dev), repeats + 2)
     sr_gflops = sr_flops / t_sr / 1e9
     pipeline_gflops = pipeline_flops / t_tiled / 1e9
     peak = max(conv_peak_gflops(dev, dtype), sr_gflops, pipeline_gflops)

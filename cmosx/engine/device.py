@@ -7,7 +7,7 @@
   fp32 and in each reduced precision the device runs and the model declares safe (CPU: bf16; CUDA: bf16
   where supported, fp16; MPS: fp16), and keeps the fastest that is at least ``MIN_SPEEDUP`` faster than
   fp32 and within ``MIN_PSNR_DB`` of its output; else fp32. The answer is cached per machine and model
-  on disk (:mod:`cmosx.engine.precision_cache`; ``cmosx bench --clear-precision-cache`` clears it) and
+  on disk (:mod:`cmosx.engine.precision_cache`; ``cmosx bench clear-cache`` clears it) and
   in the process. ``CMOSX_CPU_BF16=0/1`` skips the probe on the CPU and forces the answer.
 - Reduced precision runs under ``torch.autocast`` (convolutions and matmuls in bf16/fp16, the rest in
   fp32); the pipeline redoes in float32 any tile whose output holds NaN or Inf.
@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
 
@@ -25,6 +24,7 @@ from torch import Tensor
 
 from cmosx.errors import DeviceError, UsageError
 from cmosx.ops.compare import psnr
+from cmosx.ops.timing import best_time
 
 PRECISIONS: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -114,16 +114,14 @@ def autocast_context(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _time_call(fn: Callable[[], Tensor], sync: Callable[[], None], repeats: int = 2) -> tuple[float, Tensor]:
-    out = fn()  # warm-up (oneDNN / cuDNN pick kernels on the first call)
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+def _timed(run: Callable[[], Tensor], sync: Callable[[], None]) -> tuple[float, Tensor]:
+    """:func:`~cmosx.ops.timing.best_time` of ``run`` and the output of its last call."""
+    last: list[Tensor] = []
+
+    def call() -> None:
+        last[:] = [run()]
+
+    return best_time(call, sync), last[0]
 
 
 def precision_name(dtype: torch.dtype) -> str:
@@ -139,12 +137,12 @@ def measure_precisions(
     Returns the dtype and the measurement: ``speedup_<name>`` (fp32 time / its time) and ``psnr_db_<name>``
     against the fp32 output, per candidate; a candidate that raises (no kernel for an op) is skipped.
     """
-    t32, out32 = _time_call(lambda: run(torch.float32), sync)
+    t32, out32 = _timed(lambda: run(torch.float32), sync)
     reference = out32.float().clamp(0, 1)
     choice, best_time, measured = torch.float32, t32 / MIN_SPEEDUP, {}
     for dtype in candidates:
         try:
-            seconds, out = _time_call(lambda dtype=dtype: run(dtype), sync)
+            seconds, out = _timed(lambda dtype=dtype: run(dtype), sync)
         except (RuntimeError, NotImplementedError):
             continue
         finite = bool(torch.isfinite(out).all())

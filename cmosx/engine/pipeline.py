@@ -54,6 +54,7 @@ from cmosx.models.cmos import conditions
 from cmosx.models.fuse import fold_batchnorm
 from cmosx.ops.grid import grid_downsample
 from cmosx.ops.padding import pad_bottom_right
+from cmosx.ops.timing import device_sync
 
 Progress = Callable[[int, int], None]
 
@@ -188,7 +189,7 @@ class Upscaler:
             self._model_id(),
             lambda dtype: self._probe_sr(dtype, side),
             candidates,
-            sync=lambda: _synchronize(self.device),
+            sync=device_sync(self.device),
         )
         self.stats.precision_probe = measured
         return chosen
@@ -475,14 +476,6 @@ class Upscaler:
 
 
 _memory_models: dict[tuple, MemoryModel] = {}
-
-
-def _synchronize(device: torch.device) -> None:
-    """Wait for queued device work (for timing)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def _cached_memory_model(key: tuple, fit: Callable[[], MemoryModel]) -> MemoryModel:

@@ -2,7 +2,7 @@
 
 Where: ``$CMOSX_PRECISION_CACHE`` when set (a file path; ``off`` disables the cache, so every process
 measures), else ``$XDG_CACHE_HOME/cmosx/precision.json`` (``~/.cache/cmosx/precision.json``). Clear it
-with ``cmosx bench --clear-precision-cache`` (or delete the file).
+with ``cmosx bench clear-cache`` (or delete the file).
 
 The file is JSON: ``{"version": 1, "entries": {KEY: {"precision": "bf16", "machine": ..., "model": ...,
 "measured": {...}}}}`` where KEY is a hash of the machine and the model (see :func:`cache_key`). A

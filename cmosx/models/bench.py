@@ -1,23 +1,22 @@
 """Benchmark of the model specs on this machine: forward time, FLOPs, achieved GFLOP/s, bf16 error,
 and the receptive-field (halo) probe behind :mod:`cmosx.models.descriptor`.
 
-``cmosx bench --networks`` prints them (add ``--halo`` for the halo probe, ``--spec tiny`` to pick specs);
-the functions here return plain rows and print nothing.
+``cmosx bench networks`` prints them (add ``--halo`` for the halo probe, ``--spec tiny`` to pick specs);
+the functions here return plain rows and print nothing. Times and FLOPs come from :mod:`cmosx.ops.timing`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from cmosx.models.cmos import CMOS
 from cmosx.models.random_init import probe_weights
 from cmosx.models.rrdb_sft import RRDBSFT
 from cmosx.models.specs import SPECS
+from cmosx.ops.timing import best_time, count_flops
 
 MEGAPIXELS_12_LR = 750 * 1000  # LR pixels of a 12-megapixel x4 output (3000 x 4000)
 
@@ -36,42 +35,14 @@ class BenchRow:
         return self.gflop / self.seconds_cl
 
 
-def time_call(fn: Callable[[], object], repeats: int = 3) -> float:
-    """Best wall time of ``fn`` over ``repeats`` runs after one warm-up run, in seconds (the minimum is the
-    least disturbed by other processes on a shared machine)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def count_flops(fn: Callable[[], object]) -> float:
-    """FLOPs counted by ``torch.utils.flop_counter`` (convolutions, matmuls; not elementwise ops)."""
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return float(counter.get_total_flops())
-
-
-def reference_conv(height: int, width: int, channels: int = 64, repeats: int = 3) -> tuple[float, float]:
-    """(seconds, GFLOP/s) of one channels_last fp32 3x3 conv ``channels -> channels`` on ``height x width``."""
-    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).eval().to(memory_format=torch.channels_last)
-    x = torch.rand(1, channels, height, width).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        seconds = time_call(lambda: conv(x), repeats)
-    return seconds, 2 * channels * channels * 9 * height * width / seconds / 1e9
-
-
 def _bench_pair(name: str, forward: Callable[[bool], torch.Tensor], repeats: int) -> BenchRow:
     with torch.no_grad():
         gflop = count_flops(lambda: forward(False)) / 1e9
-        seconds_fp32 = time_call(lambda: forward(False), repeats)
-        seconds_cl = time_call(lambda: forward(True), repeats)
+        seconds_fp32 = best_time(lambda: forward(False), repeats=repeats)
+        seconds_cl = best_time(lambda: forward(True), repeats=repeats)
         reference = forward(True).float()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            seconds_bf16 = time_call(lambda: forward(True), repeats)
+            seconds_bf16 = best_time(lambda: forward(True), repeats=repeats)
             low = forward(True).float()
     diff = float((low - reference).abs().max())
     return BenchRow(name, gflop, seconds_fp32, seconds_cl, seconds_bf16, diff)

@@ -13,7 +13,7 @@ With ``exact_tiling`` False (a spec whose GIA pools channels over the whole imag
 tile's result also depends on the tile's global statistics; the engine should then run that network
 on the whole image or accept approximate results.
 
-How the halos were measured (``cmosx bench --networks --halo``): a model whose GIA gates
+How the halos were measured (``cmosx bench networks --halo``): a model whose GIA gates
 (alpha, beta) are set to 1, whose flow predictors are random and whose BatchNorm statistics are
 random, in eval mode; the gradient of the outputs at the centre pixel with respect to every input
 pixel gives the influence radius (largest Chebyshev distance where the gradient exceeds 1e-4 of its
