@@ -45,6 +45,14 @@ def test_help_and_version_do_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
+@pytest.mark.parametrize(
+    "module", ["cmosx.catalog", "cmosx.launch", "cmosx.io.formats", "cmosx.io.atomic", "cmosx.cli._batch"]
+)
+def test_modules_documented_torch_free_do_not_import_torch(module):
+    code = f"import sys, {module}\nassert 'torch' not in sys.modules, 'torch imported by {module}'\n"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
 def _app_raising(error: Exception) -> typer.Typer:
     test_app = typer.Typer(cls=CmosxGroup)
 
