@@ -172,9 +172,10 @@ def test_descriptor_tiling_rule_for_cmos():
     assert _psnr(tile, full) >= 45
 
 
-def test_paper_spec_is_not_exactly_tileable():
+def test_paper_spec_pools_globally_and_lite_per_window():
     desc = describe(SPECS["paper"], 40)
-    assert not desc.exact_tiling and desc.cmos_align_lr == (120, 160)
+    assert desc.global_pool and desc.exact_tiling and desc.cmos_align_lr == (120, 160)
+    assert not describe(SPECS["lite"], 40).global_pool and not describe(SPECS["tiny"], 40).global_pool
 
 
 def test_specs_round_trip_through_dicts_and_reject_bad_ones():
