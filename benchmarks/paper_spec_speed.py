@@ -52,8 +52,8 @@ def build(num_classes: int, fold: bool, height: int, width: int):
     return cmos, sr, lr, blur, semantic
 
 
-def run(cmos, sr, lr, blur, semantic):
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+def run(cmos, sr, lr, blur, semantic, bf16: bool = True):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         maps = cmos(lr)
         out = sr(lr, blur, semantic)
     return {"blur": maps.blur_lr.float(), "logits": maps.logits_lr.float(), "sr": out.float()}
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--size", default="120x160", help="LR input HxW")
     parser.add_argument("--classes", type=int, default=40)
     parser.add_argument("--fold", action="store_true", help="fold BatchNorm as the engine does")
+    parser.add_argument("--fp32", action="store_true", help="float32 instead of bf16 autocast")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--save", help="write the outputs to this safetensors file")
     parser.add_argument("--compare", help="compare the outputs with this safetensors file")
@@ -73,17 +74,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     height, width = (int(v) for v in args.size.split("x"))
     nets = build(args.classes, args.fold, height, width)
-    outputs = run(*nets)  # warm-up
+    bf16 = not args.fp32
+    outputs = run(*nets, bf16=bf16)  # warm-up
     walls, cpus = [], []
     for _ in range(args.repeats):
         w0, c0 = time.perf_counter(), time.process_time()
-        run(*nets)
+        run(*nets, bf16=bf16)
         walls.append(time.perf_counter() - w0)
         cpus.append(time.process_time() - c0)
     out_mp = 16 * height * width / 1e6
     best_wall, best_cpu = min(walls), min(cpus)
     print(
-        f"{_cpu_name()}, {args.threads} threads, torch {torch.__version__}, bf16 channels-last, "
+        f"{_cpu_name()}, {args.threads} threads, torch {torch.__version__}, {'bf16' if bf16 else 'fp32'} "
+        "channels-last, "
         f"paper spec CMOS + SR on {height}x{width} LR, fold={args.fold}"
     )
     print(
@@ -95,7 +98,7 @@ def main() -> None:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            run(*nets)
+            run(*nets, bf16=bf16)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
     if args.save:
         save_file({k: v.contiguous() for k, v in outputs.items()}, args.save)

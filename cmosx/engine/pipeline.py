@@ -163,10 +163,10 @@ class Upscaler:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.stats = EngineStats()
 
-        # Moved and set to eval mode in place (the networks run under torch.inference_mode); CMOS runs as
-        # a copy with its BatchNorms folded into the convolutions (same output, one pass less per layer).
+        # Both networks run as eval-mode copies with their BatchNorms folded into the convolutions (same
+        # output, one pass less per layer; RRDB-SFT has them in its prior GIA), under torch.inference_mode.
         self.cmos = fold_batchnorm(model.cmos.eval()).to(self.device, memory_format=self.memory_format)
-        self.sr = model.sr.eval().to(self.device, memory_format=self.memory_format)
+        self.sr = fold_batchnorm(model.sr.eval()).to(self.device, memory_format=self.memory_format)
 
         self.precision = self._choose_precision(precision, desc)
         self.tile = self._choose_tile(tile, "tile", self.halo, self.sr_align, self._sr_memory_model)

@@ -150,6 +150,14 @@ def _window_gate_to_pixels(gate: Tensor, window: tuple[int, int], size: tuple[in
     return crop_to(full, *size)
 
 
+def _pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A 1x1 ``conv`` of ``x``; on a 1 x 1 map (global pooling) as a matrix product, which skips the
+    convolution setup that dominates at that size."""
+    if x.shape[-2:] != (1, 1):
+        return conv(x)
+    return F.linear(x.flatten(1), conv.weight.flatten(1), conv.bias)[:, :, None, None]
+
+
 class ChannelStream(nn.Module):
     """Channel grouping interaction for a pair of ``C``-channel maps with ``r`` groups."""
 
@@ -187,7 +195,7 @@ class ChannelStream(nn.Module):
             pooled = [p.to(device=f.device, dtype=f.dtype) for p, f in zip(answer, feats, strict=True)]
         else:
             pooled = [self._window_pooled(f) for f in feats]
-        own = [self.own[k](pooled[k]) for k in range(2)]  # B x C x nh x nw
+        own = [_pointwise(self.own[k], pooled[k]) for k in range(2)]  # B x C x nh x nw
         B, C, nh, nw = own[0].shape
         r = self.groups
         g1 = own[0].reshape(B, r, C // r, nh, nw)
@@ -196,7 +204,8 @@ class ChannelStream(nn.Module):
         fused = [fuse.reshape(B, r * r, nh, nw), fuse.transpose(1, 2).reshape(B, r * r, nh, nw)]
         outs = []
         for k in range(2):
-            gate = torch.sigmoid(own[k] + self.beta[k] * self.mlp[k](fused[k]))
+            mlp = _pointwise(self.mlp[k][2], _pointwise(self.mlp[k][0], fused[k]).relu_()).relu_()
+            gate = torch.sigmoid(own[k] + self.beta[k] * mlp)
             if self.pool == "window":
                 gate = _window_gate_to_pixels(gate, self.window, (feats[k].shape[-2], feats[k].shape[-1]))
             outs.append(self.out[k](feats[k] * gate))

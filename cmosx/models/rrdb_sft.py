@@ -39,8 +39,8 @@ class ResidualDenseBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         feats = [x]
         for conv in self.convs:
-            feats.append(F.leaky_relu(conv(torch.cat(feats, dim=1)), 0.2))
-        return x + 0.2 * self.last(torch.cat(feats, dim=1))
+            feats.append(F.leaky_relu(conv(torch.cat(feats, dim=1)), 0.2, inplace=True))
+        return torch.add(x, self.last(torch.cat(feats, dim=1)), alpha=0.2)  # x + 0.2 * last, one pass
 
 
 class SFTLayer(nn.Module):
@@ -53,7 +53,7 @@ class SFTLayer(nn.Module):
 
     def forward(self, feat: Tensor, prior: Tensor) -> Tensor:
         joined = torch.cat([feat, prior], dim=1)
-        return feat * torch.sigmoid(self.scale(joined)) + self.shift(joined)
+        return torch.addcmul(self.shift(joined), feat, torch.sigmoid_(self.scale(joined)))  # one pass
 
 
 class RRDBSFTBlock(nn.Module):
@@ -65,7 +65,7 @@ class RRDBSFTBlock(nn.Module):
         self.rdbs = nn.Sequential(*[ResidualDenseBlock(nf, gc) for _ in range(3)])
 
     def forward(self, x: Tensor, prior: Tensor) -> Tensor:
-        return x + 0.2 * self.rdbs(self.sft(x, prior))
+        return torch.add(x, self.rdbs(self.sft(x, prior)), alpha=0.2)
 
 
 def labels_to_probabilities(labels: Tensor, num_classes: int) -> Tensor:
