@@ -115,6 +115,10 @@ class RRDBSFT(nn.Module):
         blur = self.blur_embed(blur_lr * self.spec.blur_scale)
         return (yield from self.prior.steps(blur, self.semantic_embed(semantic_lr)))
 
+    def make_prior(self, blur_lr: Tensor, semantic_lr: Tensor, pooled: Sequence[PoolAnswer] | None = None) -> Tensor:
+        """The fused condition ``B x nf x h x w`` shared by every block (``pooled`` as in :meth:`forward`)."""
+        return run_steps(self.prior_steps(blur_lr, semantic_lr), pooled)
+
     def forward(
         self, lr: Tensor, blur_lr: Tensor, semantic_lr: Tensor, pooled: Sequence[PoolAnswer] | None = None
     ) -> Tensor:
