@@ -11,27 +11,16 @@ an optimisation can be shown to compute the same thing.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from cmosx.engine.precision_cache import _cpu_model
 from cmosx.models.cmos import CMOS
 from cmosx.models.fuse import fold_batchnorm
 from cmosx.models.rrdb_sft import RRDBSFT
 from cmosx.models.specs import SPECS
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def build(num_classes: int, fold: bool, height: int, width: int):
@@ -85,7 +74,7 @@ def main() -> None:
     out_mp = 16 * height * width / 1e6
     best_wall, best_cpu = min(walls), min(cpus)
     print(
-        f"{_cpu_name()}, {args.threads} threads, torch {torch.__version__}, {'bf16' if bf16 else 'fp32'} "
+        f"{_cpu_model()}, {args.threads} threads, torch {torch.__version__}, {'bf16' if bf16 else 'fp32'} "
         "channels-last, "
         f"paper spec CMOS + SR on {height}x{width} LR, fold={args.fold}"
     )

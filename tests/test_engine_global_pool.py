@@ -143,3 +143,15 @@ def test_tiled_pipeline_equals_untiled_with_global_pooling(model):
     engine._global_means = lambda *args: None
     approximate = engine.estimate_maps(image)
     assert (approximate.blur_lr - reference.blur_lr).abs().max() > 1e-4
+
+
+def test_the_evaluation_wrapper_of_a_globally_pooling_sr_takes_means_and_steps(model):
+    from cmosx.train.eval_engine import ConditionedSR
+
+    wrapped = ConditionedSR(model.sr, use_blur=False, use_semantics=True)
+    lr, blur, sem = torch.rand(1, 3, 12, 16), torch.rand(1, 1, 12, 16) + 1, torch.rand(1, 5, 12, 16)
+    with torch.no_grad():
+        plain = wrapped(lr, blur, sem)
+        answers = [local_means(r) for r in _all_requests(wrapped.steps(lr, blur, sem))]
+        assert len(answers) == 1 and torch.equal(wrapped(lr, blur, sem, pooled=answers), plain)
+        assert torch.equal(plain, model.sr(lr, torch.zeros_like(blur), sem))  # blur switched off

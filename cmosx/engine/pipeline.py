@@ -279,7 +279,7 @@ class Upscaler:
         """``B x 3 x h x w`` -> ``B x (1 + C) x h x w`` float32 (blur sigma, logits) on the device.
         ``pooled``: whole-photo answers to the global pool requests (:meth:`_global_means`)."""
         with torch.inference_mode(), autocast_context(self.device, dtype):
-            out = self.cmos(self._to_device(lr), pooled=pooled)
+            out = self.cmos(self._to_device(lr), **_pooled_kwargs(pooled))
             return torch.cat([out.blur_lr, out.logits_lr], dim=1).float()
 
     def _run_sr(
@@ -287,7 +287,8 @@ class Upscaler:
     ) -> Tensor:
         """LR tiles and their maps -> ``B x 3 x sh x sw`` float32 on the device (not clamped)."""
         with torch.inference_mode(), autocast_context(self.device, dtype):
-            out = self.sr(self._to_device(lr), self._to_device(blur), self._to_device(semantic), pooled=pooled)
+            inputs = (self._to_device(lr), self._to_device(blur), self._to_device(semantic))
+            out = self.sr(*inputs, **_pooled_kwargs(pooled))
             return out.float()
 
     def _global_means(
@@ -508,6 +509,11 @@ class Upscaler:
 
 
 _memory_models: dict[tuple, MemoryModel] = {}
+
+
+def _pooled_kwargs(pooled: list[PoolAnswer] | None) -> dict:
+    """``pooled=`` for a network forward only when there are means to give (wrappers need not take it)."""
+    return {} if pooled is None else {"pooled": pooled}
 
 
 def _synchronize(device: torch.device) -> None:
