@@ -189,9 +189,10 @@ def test_descriptor_tiling_rule_for_cmos():
     assert _psnr(tile, full) >= 45
 
 
-def test_paper_spec_is_not_exactly_tileable():
+def test_paper_spec_pools_globally_and_lite_per_window():
     desc = describe(SPECS["paper"], 40)
-    assert not desc.exact_tiling and desc.cmos_align_lr == (120, 160)
+    assert desc.global_pool and desc.exact_tiling and desc.cmos_align_lr == (120, 160)
+    assert not describe(SPECS["lite"], 40).global_pool and not describe(SPECS["tiny"], 40).global_pool
 
 
 def test_specs_round_trip_through_dicts_and_reject_bad_ones():
@@ -274,3 +275,41 @@ def test_bf16_autocast_training_step_channels_last():
     loss.backward()
     grads = [p.grad for p in model.sr.parameters()]
     assert torch.isfinite(loss) and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def _plain_sr_trunk(sr: RRDBSFT, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """The RRDB_SFT trunk written with the unfused formulas (the reference for the fused forward)."""
+    import torch.nn.functional as F
+
+    for block in sr.blocks:
+        joined = torch.cat([x, prior], dim=1)
+        out = x * torch.sigmoid(block.sft.scale(joined)) + block.sft.shift(joined)
+        for rdb in block.rdbs:
+            feats = [out]
+            for conv in rdb.convs:
+                feats.append(F.leaky_relu(conv(torch.cat(feats, dim=1)), 0.2))
+            out = out + 0.2 * rdb.last(torch.cat(feats, dim=1))
+        x = x + 0.2 * out
+    return x
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_fused_sr_trunk_and_pointwise_convs_compute_the_unfused_formulas(bf16):
+    from cmosx.models.gia import _pointwise
+
+    torch.manual_seed(0)
+    sr = RRDBSFT(SPECS["tiny"].sr, 3).eval()
+    x, prior = torch.randn(1, 8, 15, 20), torch.randn(1, 8, 15, 20)
+    conv = torch.nn.Conv2d(9, 12, 1)
+    pooled = torch.randn(2, 9, 1, 1)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        fused = x
+        for block in sr.blocks:
+            fused = block(fused, prior)
+        plain = _plain_sr_trunk(sr, x, prior)
+        linear, convolved = _pointwise(conv, pooled), conv(pooled)
+    tol = 2e-2 if bf16 else 1e-5
+    assert not torch.equal(fused, x)
+    assert torch.allclose(fused.float(), plain.float(), atol=tol, rtol=tol)
+    assert linear.shape == convolved.shape == (2, 12, 1, 1)
+    assert torch.allclose(linear.float(), convolved.float(), atol=tol, rtol=tol)

@@ -31,9 +31,15 @@ class ConditionedSR(nn.Module):
         self.sr, self.use_blur, self.use_semantics = sr, use_blur, use_semantics
         self.spec = sr.spec
 
-    def forward(self, lr: Tensor, blur_lr: Tensor, semantic_lr: Tensor) -> Tensor:
+    def forward(self, lr: Tensor, blur_lr: Tensor, semantic_lr: Tensor, **pooled) -> Tensor:
+        """``pooled=``: the whole image's means for a tile of a globally pooling SR network."""
         blur_lr, semantic_lr = condition(blur_lr, semantic_lr, self.use_blur, self.use_semantics)
-        return self.sr(lr, blur_lr, semantic_lr)
+        return self.sr(lr, blur_lr, semantic_lr, **pooled)
+
+    def steps(self, lr: Tensor, blur_lr: Tensor, semantic_lr: Tensor):
+        """The SR network's step generator on the conditioned maps (:mod:`cmosx.models.gia`)."""
+        blur_lr, semantic_lr = condition(blur_lr, semantic_lr, self.use_blur, self.use_semantics)
+        return self.sr.steps(lr, blur_lr, semantic_lr)
 
 
 class NoEstimator(nn.Module):

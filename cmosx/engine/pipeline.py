@@ -21,10 +21,11 @@ results. The framed photo is then padded once (replicate, bottom/right) so that 
 window starts on the networks' alignment grid (stride and GIA window grid) and all windows have one
 shape; that padding is cut off again when blending.
 
-With the model's halos and alignment (``cmosx.models.descriptor``) tiled output equals untiled output
-for specs whose GIA pools per window (``exact_tiling``, e.g. ``tiny``/``lite``). For the ``paper`` spec
-(global channel pooling) SR tiles are an approximation (87 dB against untiled with random weights on
-480 x 640, tile 64-128); its CMOS estimate stays exact whenever the photo fits one CMOS tile.
+With the model's halos and alignment (``cmosx.models.descriptor``) tiled output equals untiled output.
+For specs whose GIA pools per window (``tiny``/``lite``) every tile is independent. For a spec whose GIA
+pools channels over the whole image (``descriptor.global_pool``, the ``paper`` spec) a stage that runs
+in several tiles first computes the whole photo's pooled means tile by tile
+(:mod:`cmosx.engine.global_pool`) and then runs every tile with them.
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ from cmosx.engine.device import (
     parse_precision,
     resolve_device,
 )
+from cmosx.engine.global_pool import StartSteps, global_pool_means, needs_global_pass
 from cmosx.engine.memory import MemoryModel, budget_bytes, fit_memory_model
 from cmosx.engine.runner import TiledRunner, Window, crop_core, window_input
-from cmosx.engine.tiles import as_pair, lcm_pair, padded_size
+from cmosx.engine.tiles import as_pair, lcm_pair, padded_size, plan_grid
 from cmosx.errors import InputImageError, UsageError
 from cmosx.models.cmos import conditions
 from cmosx.models.fuse import fold_batchnorm
+from cmosx.models.gia import PoolAnswer, count_pool_requests
 from cmosx.ops.grid import grid_downsample
 from cmosx.ops.padding import pad_bottom_right
 from cmosx.ops.timing import device_sync
@@ -162,10 +165,10 @@ class Upscaler:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.stats = EngineStats()
 
-        # Moved and set to eval mode in place (the networks run under torch.inference_mode); CMOS runs as
-        # a copy with its BatchNorms folded into the convolutions (same output, one pass less per layer).
+        # Both networks run as eval-mode copies with their BatchNorms folded into the convolutions (same
+        # output, one pass less per layer; RRDB-SFT has them in its prior GIA), under torch.inference_mode.
         self.cmos = fold_batchnorm(model.cmos.eval()).to(self.device, memory_format=self.memory_format)
-        self.sr = model.sr.eval().to(self.device, memory_format=self.memory_format)
+        self.sr = fold_batchnorm(model.sr.eval()).to(self.device, memory_format=self.memory_format)
 
         self.precision = self._choose_precision(precision, desc)
         self.tile = self._choose_tile(tile, "tile", self.halo, self.sr_align, self._sr_memory_model)
@@ -274,17 +277,33 @@ class Upscaler:
     def _to_device(self, x: Tensor) -> Tensor:
         return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
-    def _run_cmos(self, lr: Tensor, dtype: torch.dtype) -> Tensor:
-        """``B x 3 x h x w`` -> ``B x (1 + C) x h x w`` float32 (blur sigma, logits) on the device."""
+    def _run_cmos(self, lr: Tensor, dtype: torch.dtype, pooled: list[PoolAnswer] | None = None) -> Tensor:
+        """``B x 3 x h x w`` -> ``B x (1 + C) x h x w`` float32 (blur sigma, logits) on the device.
+        ``pooled``: whole-photo answers to the global pool requests (:meth:`_global_means`)."""
         with torch.inference_mode(), autocast_context(self.device, dtype):
-            out = self.cmos(self._to_device(lr))
+            out = self.cmos(self._to_device(lr), **_pooled_kwargs(pooled))
             return torch.cat([out.blur_lr, out.logits_lr], dim=1).float()
 
-    def _run_sr(self, lr: Tensor, blur: Tensor, semantic: Tensor, dtype: torch.dtype) -> Tensor:
+    def _run_sr(
+        self, lr: Tensor, blur: Tensor, semantic: Tensor, dtype: torch.dtype, pooled: list[PoolAnswer] | None = None
+    ) -> Tensor:
         """LR tiles and their maps -> ``B x 3 x sh x sw`` float32 on the device (not clamped)."""
         with torch.inference_mode(), autocast_context(self.device, dtype):
-            out = self.sr(self._to_device(lr), self._to_device(blur), self._to_device(semantic))
+            inputs = (self._to_device(lr), self._to_device(blur), self._to_device(semantic))
+            out = self.sr(*inputs, **_pooled_kwargs(pooled))
             return out.float()
+
+    def _global_means(
+        self, net, start: StartSteps, inputs: list[Tensor], tile: int, halo: int, align: tuple[int, int]
+    ) -> list[PoolAnswer] | None:
+        """The whole photo's answers to ``net``'s global pool requests when it runs in several tiles (the
+        same plan as the tiled pass), else None (window pooling, or one tile: its own means are exact)."""
+        requests = count_pool_requests(net)
+        grid = plan_grid(inputs[0].shape[-2], inputs[0].shape[-1], tile, self.overlap, halo, align)
+        if not needs_global_pass(requests, grid):
+            return None
+        with torch.inference_mode(), autocast_context(self.device, self.precision):
+            return global_pool_means(start, inputs, grid, requests)
 
     def _with_fp32_fallback(self, out: Tensor, rerun: Callable[[Tensor, torch.dtype], Tensor]) -> Tensor:
         """Redo in float32 the tiles of a reduced-precision batch whose output holds NaN or Inf.
@@ -328,10 +347,17 @@ class Upscaler:
     def _estimate(self, padded: Tensor, size: tuple[int, int], sr_size: tuple[int, int], progress) -> Tensor:
         """CMOS over the padded photo -> ``(1 + C) x sr_rows x sr_cols`` (raw blur sigma, logits) on the CPU."""
 
+        pooled = self._global_means(
+            self.cmos, lambda xs: self.cmos.steps(self._to_device(xs[0])), [padded],
+            self.cmos_tile, self.cmos_halo, self.cmos_align,
+        )  # fmt: skip
+
+        extra = () if pooled is None else (pooled,)
+
         def compute(windows: list[Window]) -> list[Tensor]:
             lr = torch.stack([window_input(padded, w) for w in windows])
-            out = self._run_cmos(lr, self.precision)
-            out = self._with_fp32_fallback(out, lambda idx, d: self._run_cmos(lr[idx], d))
+            out = self._run_cmos(lr, self.precision, *extra)
+            out = self._with_fp32_fallback(out, lambda idx, d: self._run_cmos(lr[idx], d, *extra))
             return [crop_core(o, w, 1).cpu() for o, w in zip(out, windows, strict=True)]
 
         runner = TiledRunner(compute, 1 + self.num_classes, 1, self.device, min_tile=max(self.cmos_align))
@@ -450,10 +476,17 @@ class Upscaler:
         blur, semantic = maps[0:1], maps[1:]
         lr = padded[:, : sr_size[0], : sr_size[1]]
 
+        pooled = self._global_means(
+            self.sr, lambda xs: self.sr.steps(*(self._to_device(x) for x in xs)), [lr, blur, semantic],
+            self.tile, self.halo, self.sr_align,
+        )  # fmt: skip
+
+        extra = () if pooled is None else (pooled,)
+
         def compute(windows: list[Window]) -> list[Tensor]:
             crops = [torch.stack([window_input(t, w) for w in windows]) for t in (lr, blur, semantic)]
-            out = self._run_sr(*crops, self.precision)
-            out = self._with_fp32_fallback(out, lambda idx, d: self._run_sr(*(c[idx] for c in crops), d))
+            out = self._run_sr(*crops, self.precision, *extra)
+            out = self._with_fp32_fallback(out, lambda idx, d: self._run_sr(*(c[idx] for c in crops), d, *extra))
             return [crop_core(o, w, self.scale).cpu() for o, w in zip(out, windows, strict=True)]
 
         runner = TiledRunner(compute, 3, self.scale, self.device, min_tile=MIN_TILE)
@@ -476,6 +509,11 @@ class Upscaler:
 
 
 _memory_models: dict[tuple, MemoryModel] = {}
+
+
+def _pooled_kwargs(pooled: list[PoolAnswer] | None) -> dict:
+    """``pooled=`` for a network forward only when there are means to give (wrappers need not take it)."""
+    return {} if pooled is None else {"pooled": pooled}
 
 
 def _cached_memory_model(key: tuple, fit: Callable[[], MemoryModel]) -> MemoryModel:

@@ -9,17 +9,22 @@ pixel grid of direct subsampling (LR pixel i on HR pixel 4i).
 
 Any input size works: the input is padded (replicate) at the bottom/right to a multiple of 8 and the
 outputs are cropped back.
+
+:meth:`CMOS.steps` is the forward as a step generator (:mod:`cmosx.models.gia`): with global channel
+pooling each of the 13 GIAs asks for its means over the whole image, at its own scale (1, 1/2, 1/4 or
+1/8 of the padded input).
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cmosx.models.gia import GIA
+from cmosx.models.gia import GIA, PoolAnswer, PoolRequest, run_steps
 from cmosx.models.hrnet import BasicBlock, HRNetBackbone
 from cmosx.models.specs import CMOSSpec
 from cmosx.ops.grid import grid_upsample
@@ -116,7 +121,12 @@ class CMOS(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1), persistent=False)
 
-    def forward(self, lr: Tensor) -> CMOSOutput:
+    def forward(self, lr: Tensor, pooled: Sequence[PoolAnswer] | None = None) -> CMOSOutput:
+        """``pooled``: the answers to the global pool requests (whole-image means), for a tile."""
+        return run_steps(self.steps(lr), pooled)
+
+    def steps(self, lr: Tensor) -> Generator[PoolRequest, PoolAnswer, CMOSOutput]:
+        """:meth:`forward` as steps (see the module docstring)."""
         h, w = lr.shape[-2:]
         x = (lr - self.mean.to(lr.dtype)) / self.std.to(lr.dtype)
         x = pad_to_multiple(x, (BACKBONE_MULTIPLE, BACKBONE_MULTIPLE), "replicate")
@@ -128,15 +138,15 @@ class CMOS(nn.Module):
         for i in (3, 2, 1, 0):
             blur[i], seg[i] = self.itp_blur[i](in_blur), self.itp_seg[i](in_seg)
             if i > 0:
-                mixed_blur, mixed_seg = self.gia_m[i](blur[i], seg[i])
-                in_blur = self.gia_b[i](mixed_blur, feats[i - 1])
-                in_seg = self.gia_s[i](mixed_seg, feats[i - 1])
+                mixed_blur, mixed_seg = yield from self.gia_m[i].steps(blur[i], seg[i])
+                in_blur = yield from self.gia_b[i].steps(mixed_blur, feats[i - 1])
+                in_seg = yield from self.gia_s[i].steps(mixed_seg, feats[i - 1])
         aux_blur, aux_seg = self.aux_blur(blur[0]), self.aux_seg(seg[0])
 
         size = blur[0].shape[-2:]
         final_blur, final_seg = [], []
         for i in range(4):
-            fb, fs = self.gia_l[i](blur[i], seg[i])
+            fb, fs = yield from self.gia_l[i].steps(blur[i], seg[i])
             if i > 0:
                 fb = F.interpolate(fb, size=size, mode="bilinear", align_corners=False)
                 fs = F.interpolate(fs, size=size, mode="bilinear", align_corners=False)

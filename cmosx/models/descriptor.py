@@ -9,9 +9,11 @@ gives the same result as the whole image when:
 - only output pixels at least ``halo_lr`` / ``cmos_halo_lr`` LR pixels away from a tile edge that is
   not an image edge are kept.
 
-With ``exact_tiling`` False (a spec whose GIA pools channels over the whole image, e.g. ``paper``) a
-tile's result also depends on the tile's global statistics; the engine should then run that network
-on the whole image or accept approximate results.
+With ``global_pool`` True (a spec whose GIA pools channels over the whole image, e.g. ``paper``) a
+tile's result also depends on the whole image's pooled means: the networks take them as ``pooled=``
+and the engine computes them tile by tile first (:mod:`cmosx.engine.global_pool`), so tiling stays
+exact (``exact_tiling`` says whether tiled inference can equal untiled inference at all; it is True
+for every spec here).
 
 How the halos were measured (``cmosx bench networks --halo``): a model whose GIA gates
 (alpha, beta) are set to 1, whose flow predictors are random and whose BatchNorm statistics are
@@ -42,7 +44,8 @@ class ModelDescriptor:
     fp16_safe: bool  # autocast(float16) on CUDA stays finite and close (tests/test_models_gpu.py, H100)
     align_lr: tuple[int, int] = (1, 1)  # RRDB-SFT tile corners at multiples of (rows, cols)
     cmos_align_lr: tuple[int, int] = (1, 1)  # CMOS tile corners at multiples of (rows, cols)
-    exact_tiling: bool = True  # False when some GIA pools over the whole image
+    exact_tiling: bool = True  # tiled == untiled with the rule above (and the global pass when global_pool)
+    global_pool: bool = False  # some GIA pools channels over the whole image: tiles need its means first
 
 
 def _window_grid(gia: GIASpec) -> tuple[int, int]:
@@ -56,7 +59,7 @@ def describe(spec: ModelSpec, num_classes: int) -> ModelDescriptor:
     sr_window = _window_grid(spec.sr.gia)
     cmos_window = _window_grid(spec.cmos.gia)
     cmos_align = (BACKBONE_MULTIPLE * cmos_window[0], BACKBONE_MULTIPLE * cmos_window[1])
-    exact = all(gia.channel_pool == "window" or "C" not in gia.mode for gia in (spec.cmos.gia, spec.sr.gia))
+    global_pool = any(gia.channel_pool == "global" and "C" in gia.mode for gia in (spec.cmos.gia, spec.sr.gia))
     return ModelDescriptor(
         scale=spec.scale,
         multiple_of=1,
@@ -67,5 +70,6 @@ def describe(spec: ModelSpec, num_classes: int) -> ModelDescriptor:
         fp16_safe=True,
         align_lr=sr_window,
         cmos_align_lr=cmos_align,
-        exact_tiling=exact,
+        exact_tiling=True,
+        global_pool=global_pool,
     )

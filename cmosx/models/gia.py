@@ -16,9 +16,19 @@ Ours (differences from the authors' code, see the technical notes):
 - ``N -> 1`` reduction of the affinity is computed as ``<w1_i, sum_j a_j w2_j>``, which equals the
   1x1 conv over the ``N x N`` matrix exactly but costs O(N C) instead of O(N^2 C);
 - ``channel_pool="window"`` averages per window instead of globally, so outputs stay local (tiling).
+
+Global pooling as steps. With ``channel_pool="global"`` the channel stream needs the mean of two
+feature maps over the whole image. The networks are therefore also written as *step generators*
+(``steps(...)``): each global pool yields a :data:`PoolRequest` (its two ``B x C x h x w`` feature maps)
+and is sent back their means (``B x C x 1 x 1`` each, or ``1 x C x 1 x 1`` shared by the batch).
+:func:`run_steps` answers with the maps' own means (the plain forward) or with given means, which is
+how the engine runs tiles of one photo with the whole photo's statistics
+(:mod:`cmosx.engine.global_pool`); :func:`count_pool_requests` says how many requests a network makes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Generator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +38,41 @@ from cmosx.errors import ArgumentError
 from cmosx.models.specs import GIASpec
 from cmosx.ops.padding import crop_to, pad_to_multiple
 from cmosx.ops.windows import window_merge, window_split
+
+PoolRequest = tuple[Tensor, ...]
+"""Feature maps ``B x C x h x w`` whose means over the whole image a global channel pool needs."""
+PoolAnswer = tuple[Tensor, ...]
+"""Their means, ``B x C x 1 x 1`` or ``1 x C x 1 x 1`` each (any dtype and device: cast on use)."""
+Steps = Generator[PoolRequest, PoolAnswer, Tensor]
+
+
+def local_means(request: PoolRequest) -> PoolAnswer:
+    """Each map's own mean over its height and width: the answer of an untiled run."""
+    return tuple(f.mean(dim=(2, 3), keepdim=True) for f in request)
+
+
+def run_steps(steps: Generator[PoolRequest, PoolAnswer, object], pooled: Sequence[PoolAnswer] | None = None):
+    """Drive a step generator to its result: the k-th pool request gets ``pooled[k]`` when given, else
+    :func:`local_means` of its own maps (then this equals the plain forward)."""
+    k = 0
+    try:
+        request = next(steps)
+        while True:
+            if pooled is not None and k >= len(pooled):
+                raise ArgumentError(f"the network made more pool requests than the {len(pooled)} answers given")
+            answer = local_means(request) if pooled is None else pooled[k]
+            k += 1
+            request = steps.send(answer)
+    except StopIteration as done:
+        result = done.value
+    if pooled is not None and k != len(pooled):
+        raise ArgumentError(f"the network made {k} pool requests but {len(pooled)} answers were given")
+    return result
+
+
+def count_pool_requests(net: nn.Module) -> int:
+    """How many pool requests one forward of ``net`` makes (its global channel pools)."""
+    return sum(1 for m in net.modules() if isinstance(m, ChannelStream) and m.pool == "global")
 
 
 def conv_bn(in_ch: int, out_ch: int, kernel: int, act: bool) -> nn.Sequential:
@@ -105,6 +150,14 @@ def _window_gate_to_pixels(gate: Tensor, window: tuple[int, int], size: tuple[in
     return crop_to(full, *size)
 
 
+def _pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A 1x1 ``conv`` of ``x``; on a 1 x 1 map (global pooling) as a matrix product, which skips the
+    convolution setup that dominates at that size."""
+    if x.shape[-2:] != (1, 1):
+        return conv(x)
+    return F.linear(x.flatten(1), conv.weight.flatten(1), conv.bias)[:, :, None, None]
+
+
 class ChannelStream(nn.Module):
     """Channel grouping interaction for a pair of ``C``-channel maps with ``r`` groups."""
 
@@ -127,15 +180,22 @@ class ChannelStream(nn.Module):
         self.beta = nn.Parameter(torch.zeros(2))
         self.out = nn.ModuleList([conv_bn(channels, channels, 3, act=False) for _ in range(2)])
 
-    def _pooled(self, feat: Tensor) -> Tensor:
-        if self.pool == "global":
-            return feat.mean(dim=(2, 3), keepdim=True)
+    def _window_pooled(self, feat: Tensor) -> Tensor:
         padded = pad_to_multiple(feat, self.window, "reflect")
         return F.avg_pool2d(padded, self.window, self.window)
 
     def forward(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+        return run_steps(self.steps(x1, x2))
+
+    def steps(self, x1: Tensor, x2: Tensor) -> Generator[PoolRequest, PoolAnswer, tuple[Tensor, Tensor]]:
+        """:meth:`forward` as steps: a global pool yields both feature maps for their means."""
         feats = [self.feat[0](x1), self.feat[1](x2)]
-        own = [self.own[k](self._pooled(feats[k])) for k in range(2)]  # B x C x nh x nw
+        if self.pool == "global":
+            answer = yield (feats[0], feats[1])
+            pooled = [p.to(device=f.device, dtype=f.dtype) for p, f in zip(answer, feats, strict=True)]
+        else:
+            pooled = [self._window_pooled(f) for f in feats]
+        own = [_pointwise(self.own[k], pooled[k]) for k in range(2)]  # B x C x nh x nw
         B, C, nh, nw = own[0].shape
         r = self.groups
         g1 = own[0].reshape(B, r, C // r, nh, nw)
@@ -144,7 +204,8 @@ class ChannelStream(nn.Module):
         fused = [fuse.reshape(B, r * r, nh, nw), fuse.transpose(1, 2).reshape(B, r * r, nh, nw)]
         outs = []
         for k in range(2):
-            gate = torch.sigmoid(own[k] + self.beta[k] * self.mlp[k](fused[k]))
+            mlp = _pointwise(self.mlp[k][2], _pointwise(self.mlp[k][0], fused[k]).relu_()).relu_()
+            gate = torch.sigmoid(own[k] + self.beta[k] * mlp)
             if self.pool == "window":
                 gate = _window_gate_to_pixels(gate, self.window, (feats[k].shape[-2], feats[k].shape[-1]))
             outs.append(self.out[k](feats[k] * gate))
@@ -209,12 +270,16 @@ class GIA(nn.Module):
         self.out = nn.ModuleList([conv_bn(2 * c, c, 3, act=False) for _ in range(n_out)])
 
     def forward(self, x1: Tensor, x2: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        return run_steps(self.steps(x1, x2))
+
+    def steps(self, x1: Tensor, x2: Tensor) -> Generator[PoolRequest, PoolAnswer, Tensor | tuple[Tensor, Tensor]]:
+        """:meth:`forward` as steps (one pool request when the channel stream pools globally)."""
         a1 = self.align(x1, x2)
         if self.channel is None:  # none / F: plain concat + conv of the aligned pair
             joined = torch.cat([a1, x2], dim=1)
             outs = [conv(joined) for conv in self.out]
             return outs[0] if self.num_outputs == 1 else (outs[0], outs[1])
-        c1, c2 = self.channel(a1, x2)
+        c1, c2 = yield from self.channel.steps(a1, x2)
         s1, s2 = self.spatial(a1, x2) if self.spatial is not None else (a1, x2)
         out1 = self.out[0](torch.cat([c1, s1], dim=1))
         out2 = self.out[1](torch.cat([c2, s2], dim=1))

@@ -7,15 +7,19 @@ Ours (see the technical notes, section 4): the prior is computed at LR resolutio
 it at HR and downsample), and the semantic map enters as class probabilities through a 1x1 embedding;
 ``semantic_input="indices"`` reproduces the authors' single float channel of class indices.
 ``residual="bilinear"`` (the lite spec) adds the output to a grid-aligned bilinear upsampling of the LR.
+:meth:`RRDBSFT.steps` is the forward as a step generator (:mod:`cmosx.models.gia`): a prior GIA with a
+global channel pool asks for its means over the whole image before the trunk runs.
 """
 
 from __future__ import annotations
+
+from collections.abc import Generator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cmosx.models.gia import GIA
+from cmosx.models.gia import GIA, PoolAnswer, PoolRequest, run_steps
 from cmosx.models.specs import SRSpec
 from cmosx.ops.grid import grid_downsample, grid_upsample
 
@@ -35,8 +39,8 @@ class ResidualDenseBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         feats = [x]
         for conv in self.convs:
-            feats.append(F.leaky_relu(conv(torch.cat(feats, dim=1)), 0.2))
-        return x + 0.2 * self.last(torch.cat(feats, dim=1))
+            feats.append(F.leaky_relu(conv(torch.cat(feats, dim=1)), 0.2, inplace=True))
+        return torch.add(x, self.last(torch.cat(feats, dim=1)), alpha=0.2)  # x + 0.2 * last, one pass
 
 
 class SFTLayer(nn.Module):
@@ -49,7 +53,7 @@ class SFTLayer(nn.Module):
 
     def forward(self, feat: Tensor, prior: Tensor) -> Tensor:
         joined = torch.cat([feat, prior], dim=1)
-        return feat * torch.sigmoid(self.scale(joined)) + self.shift(joined)
+        return torch.addcmul(self.shift(joined), feat, torch.sigmoid_(self.scale(joined)))  # one pass
 
 
 class RRDBSFTBlock(nn.Module):
@@ -61,7 +65,7 @@ class RRDBSFTBlock(nn.Module):
         self.rdbs = nn.Sequential(*[ResidualDenseBlock(nf, gc) for _ in range(3)])
 
     def forward(self, x: Tensor, prior: Tensor) -> Tensor:
-        return x + 0.2 * self.rdbs(self.sft(x, prior))
+        return torch.add(x, self.rdbs(self.sft(x, prior)), alpha=0.2)
 
 
 def labels_to_probabilities(labels: Tensor, num_classes: int) -> Tensor:
@@ -104,15 +108,26 @@ class RRDBSFT(nn.Module):
                 self.upsample.weight.mul_(0.1)
                 self.upsample.bias.zero_()
 
-    def make_prior(self, blur_lr: Tensor, semantic_lr: Tensor) -> Tensor:
-        """The fused condition ``B x nf x h x w`` shared by every block."""
+    def prior_steps(self, blur_lr: Tensor, semantic_lr: Tensor) -> Generator[PoolRequest, PoolAnswer, Tensor]:
+        """The fused condition ``B x nf x h x w`` shared by every block, as steps."""
         if self.spec.semantic_input == "indices":
             semantic_lr = semantic_lr.argmax(dim=1, keepdim=True).to(blur_lr.dtype)
         blur = self.blur_embed(blur_lr * self.spec.blur_scale)
-        return self.prior(blur, self.semantic_embed(semantic_lr))
+        return (yield from self.prior.steps(blur, self.semantic_embed(semantic_lr)))
 
-    def forward(self, lr: Tensor, blur_lr: Tensor, semantic_lr: Tensor) -> Tensor:
-        prior = self.make_prior(blur_lr, semantic_lr)
+    def make_prior(self, blur_lr: Tensor, semantic_lr: Tensor, pooled: Sequence[PoolAnswer] | None = None) -> Tensor:
+        """The fused condition ``B x nf x h x w`` shared by every block (``pooled`` as in :meth:`forward`)."""
+        return run_steps(self.prior_steps(blur_lr, semantic_lr), pooled)
+
+    def forward(
+        self, lr: Tensor, blur_lr: Tensor, semantic_lr: Tensor, pooled: Sequence[PoolAnswer] | None = None
+    ) -> Tensor:
+        """``pooled``: the answers to the global pool requests (whole-image means), for a tile."""
+        return run_steps(self.steps(lr, blur_lr, semantic_lr), pooled)
+
+    def steps(self, lr: Tensor, blur_lr: Tensor, semantic_lr: Tensor) -> Generator[PoolRequest, PoolAnswer, Tensor]:
+        """:meth:`forward` as steps (see the module docstring)."""
+        prior = yield from self.prior_steps(blur_lr, semantic_lr)
         fea = self.conv_first(lr)
         trunk = fea
         for block in self.blocks:
