@@ -20,6 +20,7 @@ def dataset_sigma_max(name: str) -> float:
     """Largest blur sigma (HR px) of a dataset rendered with its default kernel."""
     return sigma_max_for(DATASET_KERNEL[name])
 
+
 # What hardware each training preset (cmosx.train.config.PRESETS) is sized for; the CLI's help shows it.
 PRESET_HARDWARE = {
     "cpu": "a CPU of 2+ cores (1 torch thread, batch 8 of 192 x 192 HR crops; add --workers 1)",
