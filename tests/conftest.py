@@ -30,12 +30,15 @@ def _empty_hub_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _private_precision_cache(tmp_path, monkeypatch):
-    """No test reads or writes the user's precision cache: each test has its own, empty one."""
+def _private_probe_cache(tmp_path, monkeypatch):
+    """No test reads or writes the user's probe cache (precisions, memory models): each test has its own, empty one."""
     import cmosx.engine.device as device_mod
+    import cmosx.engine.pipeline as pipeline_mod
 
-    monkeypatch.setenv("CMOSX_PRECISION_CACHE", str(tmp_path / "precision-cache.json"))
+    monkeypatch.setenv("CMOSX_PROBE_CACHE", str(tmp_path / "probe-cache.json"))
+    monkeypatch.delenv("CMOSX_PRECISION_CACHE", raising=False)
     monkeypatch.setattr(device_mod, "_precision_cache", {})
+    monkeypatch.setattr(pipeline_mod, "_memory_models", {})
 
 
 @pytest.fixture(autouse=True)

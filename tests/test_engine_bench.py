@@ -55,13 +55,13 @@ def test_bench_networks_prints_each_network_of_a_spec():
 
 
 def test_bench_clears_the_precision_cache(tmp_path):
-    from cmosx.engine import precision_cache
+    from cmosx.engine import probe_cache
 
-    precision_cache.store("k", "bf16", "machine", "model", {})
+    probe_cache.store("k", "bf16", "machine", "model", {})
     result = CliRunner().invoke(app, ["bench", "clear-cache"])
     assert result.exit_code == 0, result.output
-    assert f"cleared 1 precision choice(s) from {precision_cache.cache_path()}" in result.output
-    assert not precision_cache.cache_path().exists() and precision_cache.load("k") is None
+    assert f"cleared 1 cached measurement(s) from {probe_cache.cache_path()}" in result.output
+    assert not probe_cache.cache_path().exists() and probe_cache.load("k") is None
 
 
 def test_peak_is_the_best_shape_measured_once_and_never_below_a_network(monkeypatch):
@@ -102,7 +102,7 @@ def test_plain_bench_and_the_old_flags_run_the_sub_commands(tmp_path, monkeypatc
     """Scripts written for the single `cmosx bench` keep working: no sub-command runs `pipeline`, and each old
     mode flag runs its sub-command (with a note naming the new spelling)."""
     from cmosx.cli.bench import route_legacy
-    from cmosx.engine import precision_cache
+    from cmosx.engine import probe_cache
 
     commands = {"pipeline": 0, "networks": 0, "memory": 0, "end-to-end": 0, "clear-cache": 0}
     assert route_legacy([], commands) == (["pipeline"], None)
@@ -117,9 +117,9 @@ def test_plain_bench_and_the_old_flags_run_the_sub_commands(tmp_path, monkeypatc
     args, note = route_legacy(["--json", "out.json"], commands)
     assert args == ["pipeline", "--json-file", "out.json"] and "--json-file FILE" in note
 
-    precision_cache.store("k", "bf16", "machine", "model", {})
+    probe_cache.store("k", "bf16", "machine", "model", {})
     result = CliRunner().invoke(app, ["bench", "--clear-precision-cache"])
     assert result.exit_code == 0, result.output
-    assert "cleared 1 precision choice(s)" in result.stdout and "bench clear-cache" in result.stderr
+    assert "cleared 1 cached measurement(s)" in result.stdout and "bench clear-cache" in result.stderr
     unknown = CliRunner().invoke(app, ["bench", "--no-such-option"])
     assert unknown.exit_code == 2 and "No such option" in unknown.output

@@ -40,3 +40,20 @@ def test_trained_model_keeps_a_constant_image_constant(value):
     image = torch.full((3, 41, 67), value)
     out = _engine(resolve_model(None), 64).upscale(image).image
     assert (out - value).abs().max() < 0.03
+
+
+def test_lite_tiles_of_both_stages_equal_the_untiled_run(monkeypatch):
+    """A photo larger than one CMOS tile (planned within a small memory budget) and one SR tile: exact."""
+    import cmosx.engine.pipeline as pipeline_mod
+
+    lite = random_model("lite", num_classes=7, seed=3)
+    image = synthetic_photo(60, 1450, seed=9)  # framed and padded: 120 x 1600 LR px for CMOS
+    reference = Upscaler(lite, device="cpu", precision="fp32", tile=4096, cmos_tile=4096).upscale(image)
+    engine = Upscaler(lite, device="cpu", precision="fp32", tile=96, overlap=16, cmos_tile="auto")
+    memory = engine._cmos_memory()
+    monkeypatch.setattr(pipeline_mod, "budget_bytes", lambda device: memory.peak(120 * 1440))
+    tiled = engine.upscale(image)
+    assert engine.stats.cmos_tiles == 2 and engine.stats.sr_tiles > 2
+    for name in ("image", "blur_lr", "semantic_lr"):
+        difference = (getattr(tiled, name) - getattr(reference, name)).abs().max()
+        assert difference <= 2e-5, (name, float(difference))

@@ -178,7 +178,7 @@ def test_auto_settings_measure_precision_and_fit_the_tile_on_the_cpu(tiny, monke
         monkeypatch.setattr(device_mod, "_precision_cache", {})
         again = Upscaler(tiny)
         assert again.precision == engine.precision and again.stats.precision_probe == {}
-    assert 64 <= engine.tile <= 2048 and engine.cmos_tile >= engine.tile
+    assert 64 <= engine.tile <= 2048 and engine.cmos_tile is None  # CMOS tiles are planned per photo
 
 
 def test_the_engines_strip_wise_conditions_equal_conditions_on_the_whole_map(tiny):
@@ -190,3 +190,50 @@ def test_the_engines_strip_wise_conditions_equal_conditions_on_the_whole_map(tin
     out = make(tiny, tile=64, blur_scale=0.7)._maps_from_estimate(raw.clone(), None, (600, 7))
     torch.testing.assert_close(out[:1], expected[0][0], rtol=0, atol=0)
     torch.testing.assert_close(out[1:], expected[1][0])  # float32 tolerance: strided vs contiguous softmax
+
+
+def test_memory_probes_are_cached_on_disk_cleared_and_survive_a_damaged_file(tiny, monkeypatch):
+    import json
+
+    import cmosx.engine.pipeline as pipeline_mod
+    from cmosx.engine import probe_cache
+
+    fits = []
+    real_fit = pipeline_mod.fit_memory_model
+    monkeypatch.setattr(pipeline_mod, "fit_memory_model", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    monkeypatch.setattr(pipeline_mod, "_memory_models", {})
+    monkeypatch.setenv("CMOSX_MEMORY_BUDGET", "1G")  # the same budget for every engine: the same fitted tile
+    first = make(tiny, tile="auto", cmos_tile="auto")
+    assert len(fits) == 2  # the SR and the CMOS memory models
+    entries = json.loads(probe_cache.cache_path().read_text())["entries"].values()
+    memory = [e for e in entries if e.get("kind") == "memory"]
+    assert len(memory) == 2 and all(e["per_pixel"] > 0 and e["fixed"] >= 0 for e in memory)
+
+    monkeypatch.setattr(pipeline_mod, "_memory_models", {})  # a second process, same machine and model
+    second = make(tiny, tile="auto", cmos_tile="auto")
+    assert len(fits) == 2 and second.tile == first.tile  # read from the disk cache: no probe
+
+    path, count = probe_cache.clear()
+    assert count == 2 and not path.exists()  # the precision was given (fp32): only the two memory models
+    monkeypatch.setattr(pipeline_mod, "_memory_models", {})
+    make(tiny, tile="auto", cmos_tile="auto")
+    assert len(fits) == 4  # cleared: measured again
+
+    path.write_text("{ not json")
+    monkeypatch.setattr(pipeline_mod, "_memory_models", {})
+    again = make(tiny, tile="auto", cmos_tile="auto")  # no crash: the damaged file reads as empty
+    assert again.tile >= 64 and len(fits) == 6
+    assert len(json.loads(path.read_text())["entries"]) == 2  # and is rewritten
+    for entry in ({"kind": "memory", "fixed": -1.0, "per_pixel": 5.0}, {"kind": "memory", "per_pixel": "x"}, []):
+        assert pipeline_mod._memory_model_from(entry) is None  # a damaged entry is probed again
+
+
+def test_cmos_tiles_planned_within_the_memory_budget(tiny, monkeypatch):
+    import cmosx.engine.pipeline as pipeline_mod
+
+    engine = make(tiny, cmos_tile="auto")
+    memory = engine._cmos_memory()
+    monkeypatch.setattr(pipeline_mod, "budget_bytes", lambda device: memory.peak(1200 * 1600))
+    tile = engine._cmos_tiling(2400, 3200, (2400, 3200))
+    grid = pipeline_mod.TiledRunner.count_tiles(2400, 3200, tile, engine.overlap, engine.cmos_halo, engine.cmos_align)
+    assert grid > 1 and engine._cmos_tiling(480, 640, (480, 640)) == (480, 640)  # a small photo: one tile

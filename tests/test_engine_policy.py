@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import cmosx.engine.device as device_mod
-from cmosx.engine import precision_cache
+from cmosx.engine import probe_cache
 from cmosx.engine.device import (
     autocast_context,
     candidate_precisions,
@@ -18,7 +18,15 @@ from cmosx.engine.device import (
     parse_precision,
     resolve_device,
 )
-from cmosx.engine.memory import OOM_ERRORS, MemoryModel, budget_bytes, measure_peak_bytes
+from cmosx.engine.memory import (
+    OOM_ERRORS,
+    MemoryModel,
+    budget_bytes,
+    fit_memory_model,
+    measure_peak_bytes,
+    measure_peak_resident_bytes,
+    parse_bytes,
+)
 from cmosx.errors import DeviceError, UsageError
 
 
@@ -89,28 +97,32 @@ def test_cpu_precision_is_measured_and_cached_on_disk(monkeypatch, t32, t16, noi
 
 def test_precision_cache_file_is_atomic_json_and_can_be_cleared_or_turned_off(tmp_path, monkeypatch):
     monkeypatch.delenv("CMOSX_CPU_BF16", raising=False)
-    path = precision_cache.cache_path()
-    assert path == tmp_path / "precision-cache.json"  # the test's own cache (conftest)
+    path = probe_cache.cache_path()
+    assert path == tmp_path / "probe-cache.json"  # the test's own cache (conftest)
     run, calls = _fake_run({torch.float32: 0.02, torch.bfloat16: 0.002}, {})
     choose_precision(CPU, "m", run, BF16)
     data = json.loads(path.read_text())
     (entry,) = data["entries"].values()
     assert entry["precision"] == "bf16" and entry["model"] == "m" and "cpu" in entry["machine"]
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".cmosx-tmp-")]
-    assert precision_cache.clear() == (path, 1) and not path.exists()
+    assert probe_cache.clear() == (path, 1) and not path.exists()
     path.write_text("{ not json")  # a damaged cache reads as empty and is rewritten
     monkeypatch.setattr(device_mod, "_precision_cache", {})
     n = len(calls)
     assert choose_precision(CPU, "m", run, BF16)[0] is torch.bfloat16 and len(calls) > n
-    assert json.loads(path.read_text())["version"] == precision_cache.VERSION
-    monkeypatch.setenv("CMOSX_PRECISION_CACHE", "off")
-    assert precision_cache.cache_path() is None and precision_cache.clear() == (None, 0)
+    assert json.loads(path.read_text())["version"] == probe_cache.VERSION
+    monkeypatch.setenv("CMOSX_PROBE_CACHE", "off")
+    assert probe_cache.cache_path() is None and probe_cache.clear() == (None, 0)
 
 
-def test_default_cache_lives_in_the_user_cache_dir(tmp_path, monkeypatch):
-    monkeypatch.delenv("CMOSX_PRECISION_CACHE")
+def test_default_cache_lives_in_the_user_cache_dir_and_the_old_variable_still_works(tmp_path, monkeypatch):
+    monkeypatch.delenv("CMOSX_PROBE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert precision_cache.cache_path() == tmp_path / "xdg" / "cmosx" / "precision.json"
+    assert probe_cache.cache_path() == tmp_path / "xdg" / "cmosx" / "probes.json"
+    monkeypatch.setenv("CMOSX_PRECISION_CACHE", str(tmp_path / "old.json"))
+    assert probe_cache.cache_path() == tmp_path / "old.json"
+    monkeypatch.setenv("CMOSX_PRECISION_CACHE", "off")
+    assert probe_cache.cache_path() is None
 
 
 def test_cpu_precision_can_be_forced_and_respects_model_safety(monkeypatch):
@@ -136,7 +148,7 @@ def test_cpu_precision_can_be_forced_and_respects_model_safety(monkeypatch):
 def test_gpu_precision_is_measured_too(monkeypatch, times, expected):
     """The policy on a GPU, with the device mocked: candidates, measurement and the cache are device-agnostic."""
     gpu = torch.device("cuda")
-    monkeypatch.setattr(precision_cache, "machine_id", lambda device: "cuda Mock GPU sm90 torch x")
+    monkeypatch.setattr(probe_cache, "machine_id", lambda device: "cuda Mock GPU sm90 torch x")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert candidate_precisions(gpu, True, True) == [torch.bfloat16, torch.float16]
     assert candidate_precisions(gpu, True, False) == [torch.bfloat16]
@@ -176,6 +188,28 @@ def test_tile_fit_grows_with_budget_and_respects_bounds():
     assert model.tile_for(2e9, batch=4, halo=16, multiple_of=8) < large
     assert model.tile_for(1.0, batch=1, halo=16, multiple_of=8) == 32  # never below the floor
     assert budget_bytes(torch.device("cpu")) > 0
+
+
+def test_memory_budget_can_be_set_and_bad_values_are_usage_errors(monkeypatch):
+    assert parse_bytes("4G") == 4 << 30 and parse_bytes("1500M") == 1500 << 20 and parse_bytes("2.5GiB") == 5 << 29
+    assert parse_bytes(str(3 << 20)) == 3 << 20
+    monkeypatch.setenv("CMOSX_MEMORY_BUDGET", "3G")
+    assert budget_bytes(torch.device("cpu")) == 3 << 30
+    for bad in ("lots", "-1G", "0", "12K"):
+        monkeypatch.setenv("CMOSX_MEMORY_BUDGET", bad)
+        with pytest.raises(UsageError, match="CMOSX_MEMORY_BUDGET"):
+            budget_bytes(torch.device("cpu"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/clear_refs")
+def test_memory_model_fits_the_resident_peak_of_two_probe_sizes():
+    def probe(rows, cols):  # 40 bytes per pixel live at once (ten float32 planes), nothing fixed
+        planes = [torch.ones(rows, cols) for _ in range(10)]
+        return sum(p.sum() for p in planes)
+
+    assert measure_peak_resident_bytes(lambda: probe(1000, 1000)) >= 40e6 * 0.95
+    model = fit_memory_model(probe, ((500, 500), (1000, 1000)), torch.device("cpu"))
+    assert 36 <= model.per_pixel <= 48 and model.peak(2000 * 2000) >= 0.9 * 40 * 2000 * 2000
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc policy")

@@ -6,7 +6,7 @@ from torch import nn
 
 from cmosx.engine.blend import axis_weight_sum, ramp
 from cmosx.engine.runner import TiledRunner, crop_core, window_input
-from cmosx.engine.tiles import padded_size, plan_axis
+from cmosx.engine.tiles import padded_size, plan_axis, plan_fitting_tiles, plan_grid
 from cmosx.errors import DeviceError, UsageError
 
 OOM = torch.OutOfMemoryError
@@ -181,3 +181,31 @@ def test_other_errors_propagate_and_persistent_oom_is_a_device_error():
 
     with pytest.raises(DeviceError):
         run_tiled(net, image, tile=16, compute=always_oom)
+
+
+def _computed(height, width, tile, overlap, halo, m, limit):
+    grid = plan_grid(height, width, tile, overlap, halo, m)
+    rows = sum(s.in_size for s in grid.rows.spans if s.start < limit[0])
+    cols = sum(s.in_size for s in grid.cols.spans if s.start < limit[1])
+    return rows * cols, grid
+
+
+@pytest.mark.parametrize("height,width,budget", [(2040, 3040, 3.0e6), (3120, 4160, 4.0e6), (1080, 800, 1e9)])
+def test_fitting_tiles_compute_the_fewest_pixels_within_the_budget(height, width, budget):
+    overlap, halo, m, limit = 16, 160, (120, 160), (height - 30, width - 40)
+    fits = lambda r, c: r * c <= budget  # noqa: E731
+    tile = plan_fitting_tiles(height, width, overlap, halo, m, fits, limit)
+    pixels, grid = _computed(height, width, tile, overlap, halo, m, limit)
+    assert all(fits(r.in_size, c.in_size) for r in grid.rows.spans for c in grid.cols.spans)
+    # no square tile that fits computes fewer pixels (tiles need not be square: strips when a row fits)
+    for square in range(2 * overlap, max(height, width) + 1, 8):
+        other, other_grid = _computed(height, width, square, overlap, halo, m, limit)
+        if fits(other_grid.rows.spans[0].in_size, other_grid.cols.spans[0].in_size):
+            assert pixels <= other
+    if budget >= height * width:
+        assert len(grid) == 1 and pixels == height * width  # the whole photo in one tile: no halo at all
+
+
+def test_fitting_tiles_fall_back_to_the_smallest_when_nothing_fits():
+    tile = plan_fitting_tiles(960, 1280, 16, 40, 8, lambda r, c: False)
+    assert max(tile) < 64  # the most tiles the alignment allows

@@ -27,7 +27,7 @@ def resize(values: Tensor, height: int, width: int) -> Tensor:
         return values
     shrinking = height < values.shape[-2] or width < values.shape[-1]
     out = F.interpolate(values[None], size=(height, width), mode="bicubic", align_corners=False, antialias=shrinking)
-    return out[0].clamp(0.0, 1.0)
+    return out[0].clamp_(0.0, 1.0)  # a fresh tensor: clamped in place (the photo can be large)
 
 
 def upscale_photo(photo: Photo, upscale_rgb: Callable[[Tensor], Tensor], scale: int) -> Photo:

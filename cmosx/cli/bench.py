@@ -307,16 +307,17 @@ def end_to_end_command(
     end_to_end(model, device, precision, repeats)
 
 
-@group.command(name="clear-cache", short_help="Forget the measured --precision auto choices.")
+@group.command(name="clear-cache", short_help="Forget the measured precision choices and memory probes.")
 def clear_cache_command() -> None:
-    """Forget the measured --precision auto choices (each is measured again on its next use)."""
-    from cmosx.engine.precision_cache import ENV_VAR, clear
+    """Forget the measured --precision auto choices and memory probes (each is measured again on its
+    next use)."""
+    from cmosx.engine.probe_cache import ENV_VAR, clear
 
     path, count = clear()
     if path is None:
-        typer.echo(f"the precision cache is off ({ENV_VAR}=off): nothing to clear")
+        typer.echo(f"the probe cache is off ({ENV_VAR}=off): nothing to clear")
     else:
-        typer.echo(f"cleared {count} precision choice(s) from {path}")
+        typer.echo(f"cleared {count} cached measurement(s) from {path}")
 
 
 def end_to_end(

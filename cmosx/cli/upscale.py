@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,7 +232,7 @@ def make_upscale_processor(
 
         def upscale_rgb(rgb):
             result = upscaler.upscale(rgb, progress=progress, blur_override=override)
-            results.append(result)
+            results.append(dataclasses.replace(result, image=None))  # the maps; the x4 image is not held
             return result.image
 
         upscaled = upscale_photo(photo, upscale_rgb, scale)

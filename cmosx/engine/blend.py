@@ -111,7 +111,7 @@ class TileAccumulator:
             self.buffer[:, y0:y1, x0:x1].add_(core)  # a window of ones: no weighted copy of the tile
         else:
             weight = self._row_windows[row][: y1 - y0, None] * self._col_windows[col][None, : x1 - x0]
-            self.buffer[:, y0:y1, x0:x1].add_(core * weight)
+            self.buffer[:, y0:y1, x0:x1].addcmul_(core, weight)  # no weighted copy of the tile
         self._added.add((row, col))
 
     @property

@@ -7,7 +7,7 @@
   fp32 and in each reduced precision the device runs and the model declares safe (CPU: bf16; CUDA: bf16
   where supported, fp16; MPS: fp16), and keeps the fastest that is at least ``MIN_SPEEDUP`` faster than
   fp32 and within ``MIN_PSNR_DB`` of its output; else fp32. The answer is cached per machine and model
-  on disk (:mod:`cmosx.engine.precision_cache`; ``cmosx bench clear-cache`` clears it) and
+  on disk (:mod:`cmosx.engine.probe_cache`; ``cmosx bench clear-cache`` clears it) and
   in the process. ``CMOSX_CPU_BF16=0/1`` skips the probe on the CPU and forces the answer.
 - Reduced precision runs under ``torch.autocast`` (convolutions and matmuls in bf16/fp16, the rest in
   fp32); the pipeline redoes in float32 any tile whose output holds NaN or Inf.
@@ -39,7 +39,7 @@ PRECISIONS: dict[str, torch.dtype] = {
 MIN_SPEEDUP = 1.15
 MIN_PSNR_DB = 40.0
 
-_precision_cache: dict[str, torch.dtype] = {}  # this process's decisions, by precision_cache key
+_precision_cache: dict[str, torch.dtype] = {}  # this process's decisions, by probe_cache key
 
 
 def mps_available() -> bool:
@@ -168,21 +168,21 @@ def choose_precision(
     tile. Returns the dtype and the measurement (empty when the answer came from a cache or from
     ``CMOSX_CPU_BF16``).
     """
-    from cmosx.engine import precision_cache
+    from cmosx.engine import probe_cache
 
     forced = os.environ.get("CMOSX_CPU_BF16")
     if device.type == "cpu" and forced in ("0", "1"):
         return (torch.bfloat16 if forced == "1" and torch.bfloat16 in candidates else torch.float32), {}
     if not candidates:
         return torch.float32, {}
-    key, machine, model = precision_cache.cache_key(device, model_id)
+    key, machine, model = probe_cache.cache_key(device, model_id)
     if key in _precision_cache:
         return _precision_cache[key], {}
-    stored = precision_cache.load(key)
+    stored = probe_cache.load(key)
     if stored is not None and (PRECISIONS[stored] in candidates or stored == "fp32"):
         _precision_cache[key] = PRECISIONS[stored]
         return PRECISIONS[stored], {}
     choice, measured = measure_precisions(run, candidates, sync)
     _precision_cache[key] = choice
-    precision_cache.store(key, precision_name(choice), machine, model, measured)
+    probe_cache.store(key, precision_name(choice), machine, model, measured)
     return choice, measured

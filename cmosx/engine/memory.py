@@ -1,9 +1,10 @@
 """Memory policy: how much is free, how much a tile costs (measured), and which errors mean out-of-memory.
 
 Tile size ``auto`` = probe, then fit: run the network on two small tiles, measure the peak memory of
-each (CUDA: ``torch.cuda.max_memory_allocated``; elsewhere: the peak of live tensor bytes, tracked by a
-dispatch mode), fit ``peak = fixed + per_pixel * input_pixels`` and pick the largest tile whose batch
-fits a fraction of the free memory.
+each (CUDA: ``torch.cuda.max_memory_allocated``; CPU on Linux: the growth of the process's resident
+high-water mark, which sees oneDNN's buffers too; elsewhere: the peak of live tensor bytes, tracked by
+a dispatch mode), fit ``peak = fixed + per_pixel * input_pixels`` and pick tiles whose working set fits
+the memory budget (:func:`budget_bytes`: ``$CMOSX_MEMORY_BUDGET`` or a share of the free memory).
 
 Out-of-memory is recognised by exception type only (:data:`OOM_ERRORS`), never by message text. On
 the CPU PyTorch reports a failed allocation as a plain ``RuntimeError``, so there we do not retry; we
@@ -22,13 +23,19 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from cmosx.errors import UsageError
+
 #: The exception types that mean "the device ran out of memory" (torch.cuda.OutOfMemoryError is an alias).
 OOM_ERRORS: tuple[type[BaseException], ...] = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
 
 # Fractions of the free memory a batch of tiles may use.
 GPU_BUDGET_FRACTION = 0.6
-CPU_BUDGET_FRACTION = 0.25
-CPU_BUDGET_CAP_BYTES = 4 << 30  # larger CPU tiles gain nothing once the halo overhead is small
+CPU_BUDGET_FRACTION = 0.5
+# The CPU default: the lite CMOS needs about 2 KB per LR pixel of tile and a 160-px halo; at 8 GiB a 6 MP
+# photo's estimate computes 1.6x its pixels (halos), at 4 GiB 2.2x.
+CPU_BUDGET_CAP_BYTES = 8 << 30
+BUDGET_ENV_VAR = "CMOSX_MEMORY_BUDGET"  # bytes a tile's working set may use, e.g. 2G, 1500M (overrides the rest)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def free_memory_bytes(device: torch.device) -> int:
@@ -48,8 +55,29 @@ def free_memory_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
+def parse_bytes(text: str) -> int:
+    """``"4G"``, ``"1500M"``, ``"2.5g"``, ``"800000000"`` -> bytes (binary units); UsageError when malformed."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    try:
+        number = float(value[: len(value) - len(unit)])
+    except ValueError:
+        number = -1.0
+    if not (number > 0 and number * _UNITS[unit] >= 1 << 20):
+        raise UsageError(f"{BUDGET_ENV_VAR}={text!r}: expected a size of at least 1M such as 4G or 1500M")
+    return int(number * _UNITS[unit])
+
+
 def budget_bytes(device: torch.device) -> int:
-    """The memory a batch of tiles may use on ``device``."""
+    """The memory one batch of tiles (its whole working set) may use on ``device``.
+
+    ``$CMOSX_MEMORY_BUDGET`` when set; else on the CPU half of ``MemAvailable``, at most 8 GiB, and on
+    GPUs 60 % of the free memory. The process's peak is about this budget plus the output buffers
+    (12 bytes per output pixel for the x4 float image, 44 bytes per input pixel for photo and maps).
+    """
+    override = os.environ.get(BUDGET_ENV_VAR, "").strip()
+    if override:
+        return parse_bytes(override)
     free = free_memory_bytes(device)
     if device.type == "cpu":
         return int(min(free * CPU_BUDGET_FRACTION, CPU_BUDGET_CAP_BYTES))
@@ -85,8 +113,51 @@ class _LiveBytes(TorchDispatchMode):
         return out
 
 
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _trim_heap() -> None:
+    """Hand free heap pages back to the kernel (glibc ``malloc_trim``), so that reusing them shows in RSS."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("c")
+        trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+        if trim is not None:
+            trim(0)
+    except OSError:
+        pass
+
+
+def measure_peak_resident_bytes(fn: Callable[[], object]) -> int | None:
+    """Growth of the process's peak resident memory while ``fn()`` runs (bytes); None where not measurable.
+
+    Linux only: free heap pages are trimmed, the high-water mark is reset (``/proc/self/clear_refs``),
+    and ``VmHWM - VmRSS`` before is what ``fn`` touched at its peak: tensors, oneDNN's reorder buffers
+    and scratch space, allocator slack. Other threads of the process must be idle.
+    """
+    gc.collect()
+    _trim_heap()
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        base = _status_bytes("VmRSS")
+        result = fn()
+        peak = _status_bytes("VmHWM") - base
+    except OSError:
+        return None
+    del result
+    return max(int(peak), 0)
+
+
 def measure_peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
-    """Peak extra memory ``fn()`` needs on ``device`` (bytes)."""
+    """Peak extra tensor memory ``fn()`` needs on ``device`` (bytes; CPU: live tensor storages only)."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -111,6 +182,10 @@ class MemoryModel:
     fixed: float
     per_pixel: float
 
+    def peak(self, pixels: float, batch: int = 1) -> float:
+        """Predicted working set (bytes) of ``batch`` tiles of ``pixels`` input pixels each."""
+        return self.fixed + self.per_pixel * pixels * batch
+
     def tile_for(self, budget: int, batch: int, halo: int, multiple_of: int, lo: int = 32, hi: int = 2048) -> int:
         """The largest core size (multiple of ``multiple_of``) whose ``batch`` of tiles fits ``budget``."""
         usable = max(budget - self.fixed, 0) / max(self.per_pixel * batch, 1e-9)
@@ -119,14 +194,35 @@ class MemoryModel:
         return int(min(max(side, lo), hi))
 
 
-def fit_memory_model(probe: Callable[[], object], pixels: int, device: torch.device) -> MemoryModel:
-    """Fit :class:`MemoryModel` from one ``probe()`` run on an input of ``pixels`` pixels.
+def fit_memory_model(
+    probe: Callable[[int, int], object], sizes: tuple[tuple[int, int], tuple[int, int]], device: torch.device
+) -> MemoryModel:
+    """Fit :class:`MemoryModel` from ``probe(rows, cols)`` runs on two input sizes (small, then larger).
 
-    The whole peak is attributed to the pixels, which over-estimates the per-pixel cost a little for
-    small probes: it errs on the safe side.
+    The small size runs once first as a warm-up (one-time allocations are not per-tile costs). On the
+    CPU the peak is the resident high-water mark where measurable (:func:`measure_peak_resident_bytes`),
+    else the live tensor bytes. ``per_pixel`` is the slope between the two sizes, never below the
+    larger probe's average bytes per pixel halved (a guard against noise); ``fixed`` is what is left of
+    the larger probe's peak, at least 0.
     """
-    peak = measure_peak_bytes(probe, device)
-    return MemoryModel(fixed=0.0, per_pixel=max(peak / float(pixels), 1.0))
+
+    def measure(rows: int, cols: int) -> float:
+        run = lambda: probe(rows, cols)  # noqa: E731
+        if device.type == "cpu":
+            resident = measure_peak_resident_bytes(run)
+            if resident is not None:
+                return float(resident)
+        return float(measure_peak_bytes(run, device))
+
+    (r0, c0), (r1, c1) = sizes
+    small, large = r0 * c0, r1 * c1
+    if large <= small:
+        raise ValueError(f"memory probe sizes must grow: {sizes}")
+    probe(r0, c0)  # warm-up
+    peak_small, peak_large = measure(r0, c0), measure(r1, c1)
+    per_pixel = max((peak_large - peak_small) / (large - small), 0.5 * peak_large / large, 1.0)
+    fixed = max(peak_large - per_pixel * large, 0.0)
+    return MemoryModel(fixed=fixed, per_pixel=per_pixel)
 
 
 def release_cached(device: torch.device) -> None:

@@ -3,7 +3,10 @@
 Two tiled stages, both through :class:`~cmosx.engine.runner.TiledRunner` (only tiles go to the device;
 results are blended on the CPU):
 
-1. **Maps.** CMOS runs on large tiles with a large halo (``descriptor.cmos_halo_lr``); the blur
+1. **Maps.** CMOS runs on large tiles with a large halo (``descriptor.cmos_halo_lr``), planned per photo
+   (``cmos_tile="auto"``): the tiling that computes the fewest pixels (halos included) with each tile's
+   working set within the memory budget (:func:`cmosx.engine.memory.budget_bytes`), e.g. full-width
+   strips when a row of the photo fits; the blur
    sigma and the semantic logits of the tiles are blended at LR resolution into one map per photo.
    The blur map is then scaled (``blur_scale``) or replaced (``blur_override``), clamped to
    ``[0, sigma_max]``, and the logits become probabilities (softmax): the rule of training,
@@ -50,7 +53,7 @@ from cmosx.engine.device import (
 from cmosx.engine.global_pool import StartSteps, global_pool_means, needs_global_pass
 from cmosx.engine.memory import MemoryModel, budget_bytes, fit_memory_model
 from cmosx.engine.runner import TiledRunner, Window, crop_core, window_input
-from cmosx.engine.tiles import as_pair, lcm_pair, padded_size, plan_grid
+from cmosx.engine.tiles import as_pair, lcm_pair, padded_size, plan_fitting_tiles, plan_grid
 from cmosx.errors import InputImageError, UsageError
 from cmosx.models.cmos import conditions
 from cmosx.models.fuse import fold_batchnorm
@@ -112,8 +115,9 @@ class Upscaler:
     """Upscale photos x4 with a loaded model on one device (see the module docstring).
 
     Args:
-        model: a :class:`cmosx.models.model.Model` (its networks are moved to the device
-            and set to eval mode).
+        model: a :class:`cmosx.models.model.Model`. Both networks are set to eval mode in place; the
+            SR network is moved to the device in place, CMOS runs as a device copy with its BatchNorms
+            folded (the model's CMOS stays where it was).
         device: ``auto`` (CUDA > MPS > CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`cmosx.engine.device`).
         tile: SR core tile size in LR pixels, or ``auto`` (probe the memory, then fit).
@@ -125,8 +129,8 @@ class Upscaler:
             which regions are kept soft: smoothly interpolated, not restored (:mod:`cmosx.engine.bokeh`;
             ``DEFAULT_BOKEH_SIGMA`` there). Decided on the unscaled map, so it does not move with
             ``blur_scale``.
-        cmos_tile: CMOS core tile size in LR pixels, or ``auto`` (large: the estimate is global
-            whenever the photo fits).
+        cmos_tile: CMOS core tile size in LR pixels, or ``auto`` (planned per photo within the memory
+            budget: the estimate is global whenever the photo fits).
         channels_last: run the networks in channels-last memory format (much faster convolutions).
     """
 
@@ -172,8 +176,11 @@ class Upscaler:
 
         self.precision = self._choose_precision(precision, desc)
         self.tile = self._choose_tile(tile, "tile", self.halo, self.sr_align, self._sr_memory_model)
-        self.cmos_tile = self._choose_tile(cmos_tile, "cmos_tile", self.cmos_halo, self.cmos_align, self._cmos_memory)
-        self.cmos_tile = max(self.cmos_tile, self.tile)
+        self.cmos_tile: int | None = None  # None: planned per photo (_cmos_tiling)
+        if cmos_tile == "auto":
+            self._cmos_memory()  # probe (or read the cache) now, not inside the first photo
+        else:
+            self.cmos_tile = max(self._choose_tile(cmos_tile, "cmos_tile", 0, self.cmos_align, None), self.tile)
         self.tile_batch = self._choose_batch(tile_batch)
         if self.overlap * 2 > self.tile:
             raise UsageError(f"overlap ({self.overlap}) must be at most half the tile size ({self.tile})")
@@ -205,13 +212,6 @@ class Upscaler:
             f"{self.memory_format}"
         )
 
-    def _model_key(self) -> tuple:
-        """Identifies the networks' shapes, device, format and precision (for per-process caches)."""
-        return (
-            repr(self.cmos.spec), repr(self.sr.spec), self.num_classes, str(self.device), str(self.memory_format),
-            str(self.precision),
-        )  # fmt: skip
-
     def _probe_inputs(self, side_rows: int, side_cols: int) -> tuple[Tensor, Tensor, Tensor]:
         g = torch.Generator().manual_seed(1234)
         lr = torch.rand(1, 3, side_rows, side_cols, generator=g)
@@ -228,29 +228,51 @@ class Upscaler:
 
     def _sr_memory_model(self) -> MemoryModel:
         rows, cols = padded_size(64, self.sr_align[0]), padded_size(64, self.sr_align[1])
-        inputs = self._probe_inputs(rows, cols)
 
-        def fit():
-            return fit_memory_model(lambda: self._run_sr(*inputs, self.precision), rows * cols, self.device)
+        def probe(r: int, c: int) -> Tensor:
+            return self._run_sr(*self._probe_inputs(r, c), self.precision)
 
-        return _cached_memory_model(("sr", self._model_key()), fit)
+        return self._memory_model("sr", probe, (rows, cols))
 
     def _cmos_memory(self) -> MemoryModel:
         rows, cols = self.cmos_align
-        lr = self._probe_inputs(rows, cols)[0]
 
-        def fit():
-            return fit_memory_model(lambda: self._run_cmos(lr, self.precision), rows * cols, self.device)
+        def probe(r: int, c: int) -> Tensor:
+            return self._run_cmos(self._probe_inputs(r, c)[0], self.precision)
 
-        return _cached_memory_model(("cmos", self._model_key()), fit)
+        return self._memory_model("cmos", probe, (rows, cols))
 
-    def _choose_tile(self, tile, name: str, halo: int, align: tuple[int, int], memory: Callable) -> int:
+    def _memory_model(self, stage: str, probe: Callable[[int, int], Tensor], size: tuple[int, int]) -> MemoryModel:
+        """A stage's memory model: from this process, else from the on-disk probe cache, else probed and stored.
+
+        Probing runs ``probe(rows, cols)`` at ``size`` and twice ``size`` (:func:`fit_memory_model`).
+        """
+        from cmosx.engine import probe_cache
+
+        key, machine, model = probe_cache.cache_key(self.device, f"{self._model_id()} memory {stage} {self.precision}")
+        if key not in _memory_models:
+            cached = _memory_model_from(probe_cache.load_entry(key))
+            if cached is None:
+                cached = fit_memory_model(probe, (size, (2 * size[0], 2 * size[1])), self.device)
+                entry = {"kind": "memory", "fixed": cached.fixed, "per_pixel": cached.per_pixel}
+                probe_cache.store_entry(key, {**entry, "machine": machine, "model": model})
+            _memory_models[key] = cached
+        return _memory_models[key]
+
+    def _cmos_tiling(self, rows: int, cols: int, limit: tuple[int, int]) -> int | tuple[int, int]:
+        """The CMOS core tile for a padded ``rows x cols`` photo: the given one, or planned within the budget."""
+        if self.cmos_tile is not None:
+            return self.cmos_tile
+        memory, budget = self._cmos_memory(), budget_bytes(self.device)
+        return plan_fitting_tiles(
+            rows, cols, self.overlap, self.cmos_halo, self.cmos_align, lambda r, c: memory.peak(r * c) <= budget, limit
+        )
+
+    def _choose_tile(self, tile, name: str, halo: int, align: tuple[int, int], memory: Callable | None) -> int:
         if isinstance(tile, str):
-            if tile != "auto":
+            if tile != "auto" or memory is None:
                 raise UsageError(f"{name} must be a positive number of pixels or 'auto', got {tile!r}")
             cap = CPU_MAX_TILE if self.device.type == "cpu" else GPU_MAX_TILE
-            if name == "cmos_tile":
-                cap = 2 * max(cap, GPU_MAX_TILE)
             fitted = memory().tile_for(budget_bytes(self.device), 1, halo, max(align), lo=64, hi=cap)
             return int(fitted)
         tile = int(tile)
@@ -294,10 +316,11 @@ class Upscaler:
             return out.float()
 
     def _global_means(
-        self, net, start: StartSteps, inputs: list[Tensor], tile: int, halo: int, align: tuple[int, int]
+        self, net, start: StartSteps, inputs: list[Tensor], tile, halo: int, align: tuple[int, int]
     ) -> list[PoolAnswer] | None:
         """The whole photo's answers to ``net``'s global pool requests when it runs in several tiles (the
-        same plan as the tiled pass), else None (window pooling, or one tile: its own means are exact)."""
+        same plan as the tiled pass; ``tile`` one size or rows, cols), else None (window pooling, or one tile:
+        its own means are exact)."""
         requests = count_pool_requests(net)
         grid = plan_grid(inputs[0].shape[-2], inputs[0].shape[-1], tile, self.overlap, halo, align)
         if not needs_global_pass(requests, grid):
@@ -344,12 +367,15 @@ class Upscaler:
         if not image.is_floating_point():
             raise InputImageError(f"expected a float image in [0, 1], got dtype {image.dtype}")
 
-    def _estimate(self, padded: Tensor, size: tuple[int, int], sr_size: tuple[int, int], progress) -> Tensor:
-        """CMOS over the padded photo -> ``(1 + C) x sr_rows x sr_cols`` (raw blur sigma, logits) on the CPU."""
+    def _estimate(self, padded: Tensor, tile, sr_size: tuple[int, int], progress) -> Tensor:
+        """CMOS over the padded photo -> ``(1 + C) x sr_rows x sr_cols`` (raw blur sigma, logits) on the CPU.
+
+        ``tile``: the CMOS core tile (one size or rows, cols; :meth:`_cmos_tiling`).
+        """
 
         pooled = self._global_means(
             self.cmos, lambda xs: self.cmos.steps(self._to_device(xs[0])), [padded],
-            self.cmos_tile, self.cmos_halo, self.cmos_align,
+            tile, self.cmos_halo, self.cmos_align,
         )  # fmt: skip
 
         extra = () if pooled is None else (pooled,)
@@ -364,7 +390,7 @@ class Upscaler:
         out = runner.run(
             padded.shape[-2],
             padded.shape[-1],
-            self.cmos_tile,
+            tile,
             self.overlap,
             self.cmos_halo,
             self.cmos_align,
@@ -413,7 +439,7 @@ class Upscaler:
         sr_size = (padded_size(h, self.sr_align[0]), padded_size(w, self.sr_align[1]))
         return (h, w), padded, sr_size
 
-    def _count(self, rows: int, cols: int, tile: int, halo: int, align, limit) -> int:
+    def _count(self, rows: int, cols: int, tile, halo: int, align, limit) -> int:
         return TiledRunner.count_tiles(rows, cols, tile, self.overlap, halo, align, limit)
 
     def _frame(self, x: Tensor) -> Tensor:
@@ -435,7 +461,7 @@ class Upscaler:
     def _estimate_maps_framed(self, image: Tensor, progress: Progress | None) -> MapsResult:
         size, padded_rows_cols, sr_size = self._sizes(image)
         padded = self._prepare(image, *padded_rows_cols)
-        raw = self._estimate(padded, size, sr_size, progress)
+        raw = self._estimate(padded, self._cmos_tiling(*padded_rows_cols, sr_size), sr_size, progress)
         maps = self._maps_from_estimate(raw, None, size)
         h, w = size
         return MapsResult(blur_lr=maps[0:1, :h, :w], semantic_lr=maps[1:, :h, :w])
@@ -463,12 +489,13 @@ class Upscaler:
     def _upscale_framed(self, image: Tensor, progress: Progress | None, blur_override: Tensor | None) -> UpscaleResult:
         size, padded_size_rc, sr_size = self._sizes(image)
         padded = self._prepare(image, *padded_size_rc)
-        n_cmos = self._count(*padded_size_rc, self.cmos_tile, self.cmos_halo, self.cmos_align, sr_size)
+        cmos_tile = self._cmos_tiling(*padded_size_rc, sr_size)
+        n_cmos = self._count(*padded_size_rc, cmos_tile, self.cmos_halo, self.cmos_align, sr_size)
         n_sr = self._count(*sr_size, self.tile, self.halo, self.sr_align, size)
         total = n_cmos + n_sr
         report = _StagedProgress(progress, total)
 
-        raw = self._estimate(padded, size, sr_size, report.stage(0))
+        raw = self._estimate(padded, cmos_tile, sr_size, report.stage(0))
         self._apply_override(raw, blur_override, size)
         h, w = size
         bokeh = None if self.keep_bokeh is None else bokeh_weight(raw[0:1, :h, :w], self.keep_bokeh)
@@ -508,7 +535,7 @@ class Upscaler:
         return UpscaleResult(image=out, blur_lr=blur[:, :h, :w], semantic_lr=semantic[:, :h, :w], bokeh_lr=bokeh)
 
 
-_memory_models: dict[tuple, MemoryModel] = {}
+_memory_models: dict[str, MemoryModel] = {}  # this process's memory models, by probe_cache key
 
 
 def _pooled_kwargs(pooled: list[PoolAnswer] | None) -> dict:
@@ -516,11 +543,14 @@ def _pooled_kwargs(pooled: list[PoolAnswer] | None) -> dict:
     return {} if pooled is None else {"pooled": pooled}
 
 
-def _cached_memory_model(key: tuple, fit: Callable[[], MemoryModel]) -> MemoryModel:
-    """Probe once per process and model shape (probing runs the network)."""
-    if key not in _memory_models:
-        _memory_models[key] = fit()
-    return _memory_models[key]
+def _memory_model_from(entry: dict | None) -> MemoryModel | None:
+    """A cached memory entry -> :class:`MemoryModel`; None when missing or malformed."""
+    if not isinstance(entry, dict) or entry.get("kind") != "memory":
+        return None
+    values = entry.get("fixed"), entry.get("per_pixel")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in values) or values[1] <= 0:
+        return None
+    return MemoryModel(fixed=float(values[0]), per_pixel=float(values[1]))
 
 
 class _StagedProgress:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from cmosx.engine.blend import TileAccumulator
 from cmosx.engine.memory import OOM_ERRORS, release_cached
-from cmosx.engine.tiles import AxisPlan, Span, plan_grid, plan_subgrid
+from cmosx.engine.tiles import AxisPlan, Span, as_pair, plan_grid, plan_subgrid
 from cmosx.errors import DeviceError, EngineError
 
 Window = tuple[Span, Span]  # (row span, column span)
@@ -62,7 +62,7 @@ class TiledRunner:
     def count_tiles(
         height: int,
         width: int,
-        tile: int,
+        tile: int | tuple[int, int],
         overlap: int,
         halo: int,
         multiple_of: int | tuple[int, int],
@@ -78,7 +78,7 @@ class TiledRunner:
         self,
         height: int,
         width: int,
-        tile: int,
+        tile: int | tuple[int, int],
         overlap: int,
         halo: int,
         multiple_of: int | tuple[int, int],
@@ -90,7 +90,7 @@ class TiledRunner:
 
         ``height x width`` is the padded input size (multiples of ``multiple_of``); ``limit`` (rows,
         cols) is the part of it to keep: the output is ``scale*limit`` and tiles wholly in the padding
-        are skipped.
+        are skipped. ``tile``: the largest core size, one for both axes or (rows, cols).
         """
         grid = plan_grid(height, width, tile, overlap, halo, multiple_of)
         acc = TileAccumulator(self.channels, grid.rows, grid.cols, self.scale, limit=limit)
@@ -111,7 +111,7 @@ class TiledRunner:
                     batch = max(1, batch // 2)
                     continue
                 (i, j), window = group[0], windows[0]
-                cores = [self._compute_split(grid.rows, grid.cols, window, tile // 2)]
+                cores = [self._compute_split(grid.rows, grid.cols, window, min(as_pair(tile)) // 2)]
             for (i, j), core in zip(group, cores, strict=True):
                 acc.add(i, j, core)
             pending = pending[len(group) :]

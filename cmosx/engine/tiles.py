@@ -159,14 +159,78 @@ def as_pair(value: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def plan_grid(
-    height: int, width: int, tile: int, overlap: int, halo: int, multiple_of: int | tuple[int, int] = 1
+    height: int,
+    width: int,
+    tile: int | tuple[int, int],
+    overlap: int,
+    halo: int,
+    multiple_of: int | tuple[int, int] = 1,
 ) -> TileGrid:
-    """Plan a 2-D tiling of a ``height x width`` image (multiples of ``multiple_of``: int or (rows, cols))."""
+    """Plan a 2-D tiling of a ``height x width`` image (multiples of ``multiple_of``: int or (rows, cols)).
+
+    ``tile``: the largest core size, one for both axes or (rows, cols).
+    """
     m_rows, m_cols = as_pair(multiple_of)
+    t_rows, t_cols = as_pair(tile)
     return TileGrid(
-        rows=plan_axis(height, tile, overlap, halo, m_rows),
-        cols=plan_axis(width, tile, overlap, halo, m_cols),
+        rows=plan_axis(height, t_rows, overlap, halo, m_rows),
+        cols=plan_axis(width, t_cols, overlap, halo, m_cols),
     )
+
+
+def _axis_options(length: int, overlap: int, halo: int, multiple_of: int, keep: int) -> list[tuple[int, int, int]]:
+    """(tile, tiles kept, input pixels computed) for each tile count along one axis, fewest tiles first.
+
+    ``keep``: tiles starting at or beyond it (in the padding) are skipped, as the runner does.
+    """
+    options, seen = [], set()
+    for count in range(1, max(1, length // max(multiple_of, 2 * overlap + 1, 1)) + 1):
+        tile = -(-(length + (count - 1) * overlap) // count)
+        if count > 1 and overlap * 2 > tile:
+            break
+        plan = plan_axis(length, tile, overlap, halo, multiple_of)
+        kept = [span for span in plan.spans if span.start < keep]
+        if len(plan.spans) != count or len(kept) in seen:
+            continue
+        seen.add(len(kept))
+        options.append((tile, len(kept), sum(span.in_size for span in kept)))
+    return options
+
+
+def plan_fitting_tiles(
+    height: int,
+    width: int,
+    overlap: int,
+    halo: int,
+    multiple_of: int | tuple[int, int],
+    fits,
+    limit: tuple[int, int] | None = None,
+) -> tuple[int, int]:
+    """The (rows, cols) core tile whose grid computes the fewest input pixels with every window fitting.
+
+    ``fits(in_rows, in_cols) -> bool`` says whether one input window fits the memory budget. Tiles need
+    not be square: a photo whose width fits one window is cut into full-width strips, so its halo is
+    computed again only along one axis. When even the smallest tiles do not fit, they are returned (the
+    runner then splits on out-of-memory errors where the device reports them). ``limit``: the part of
+    the image kept (tiles wholly beyond it are not computed). Ties go to fewer tiles.
+    """
+    m_rows, m_cols = as_pair(multiple_of)
+    keep_rows, keep_cols = limit if limit is not None else (height, width)
+    row_options = _axis_options(height, overlap, halo, m_rows, keep_rows)
+    col_options = _axis_options(width, overlap, halo, m_cols, keep_cols)
+    best, best_cost = None, None
+    for row_tile, row_count, row_pixels in row_options:
+        row_in = plan_axis(height, row_tile, overlap, halo, m_rows).spans[0].in_size
+        for col_tile, col_count, col_pixels in col_options:
+            col_in = plan_axis(width, col_tile, overlap, halo, m_cols).spans[0].in_size
+            if not fits(row_in, col_in):
+                continue
+            cost = (row_pixels * col_pixels, row_count * col_count)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = (row_tile, col_tile), cost
+    if best is None:
+        return row_options[-1][0], col_options[-1][0]
+    return best
 
 
 def plan_subgrid(rows: AxisPlan, cols: AxisPlan, row: Span, col: Span, tile: int) -> TileGrid:

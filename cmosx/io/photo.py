@@ -94,11 +94,21 @@ def to_float(array, bit_depth: int) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))
 
 
-def to_integer(values: Tensor, bit_depth: int):
-    """C x H x W float tensor in [0, 1] -> H x W x C numpy uint8 (8) or uint16 (16), rounded to nearest."""
+def to_integer(values: Tensor | list[Tensor], bit_depth: int, strip_rows: int = 256):
+    """C x H x W float tensor(s) in [0, 1] -> H x W x C numpy uint8 (8) or uint16 (16), rounded to nearest.
+
+    A list of tensors (e.g. colour and alpha) is stacked along C. Converted by strips of rows, so the only
+    full-size buffer is the integer result (a float copy of a 96 MP photo would be 1.1 GB).
+    """
     import numpy as np
 
+    parts = [values] if isinstance(values, Tensor) else list(values)
     peak = 255.0 if bit_depth == 8 else 65535.0
     dtype = np.uint8 if bit_depth == 8 else np.uint16
-    scaled = values.detach().float().clamp(0.0, 1.0).mul_(peak).round_()  # one temporary: photos can be large
-    return np.ascontiguousarray(scaled.permute(1, 2, 0).cpu().numpy().astype(dtype))
+    height, width = parts[0].shape[-2:]
+    out = np.empty((height, width, sum(part.shape[0] for part in parts)), dtype=dtype)
+    for y0 in range(0, height, strip_rows):
+        strip = torch.cat([part[:, y0 : y0 + strip_rows].detach().cpu().float() for part in parts], dim=0)
+        scaled = strip.clamp_(0.0, 1.0).mul_(peak).round_()  # cat made a copy: in place is safe
+        out[y0 : y0 + strip_rows] = scaled.permute(1, 2, 0).numpy()  # exact integers: the cast only converts
+    return out

@@ -71,9 +71,7 @@ def write_image(photo: Photo, path: str | Path, quality: int = DEFAULT_JPEG_QUAL
 def _pillow_image(photo: Photo, with_alpha: bool = True) -> Image.Image:
     """An 8-bit Pillow image (L, LA, RGB or RGBA) of the photo."""
     channels = [photo.color] + ([photo.alpha] if with_alpha and photo.alpha is not None else [])
-    import torch
-
-    array = to_integer(torch.cat(channels, dim=0), 8)
+    array = to_integer(channels, 8)
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[2]]
     return Image.fromarray(array[:, :, 0] if mode == "L" else array, mode=mode)
 
@@ -129,10 +127,9 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
 def _encode_png16(photo: Photo, exif, xmp, icc) -> bytes:
     """16-bit PNG through libpng (imagecodecs), then iCCP / eXIf / iTXt chunks spliced in after IHDR."""
     import imagecodecs
-    import torch
 
     channels = [photo.color] + ([photo.alpha] if photo.alpha is not None else [])
-    array = to_integer(torch.cat(channels, dim=0), 16)
+    array = to_integer(channels, 16)
     if array.shape[2] == 1:
         array = array[:, :, 0]
     data = imagecodecs.png_encode(array, level=6)
@@ -151,10 +148,9 @@ def _encode_png16(photo: Photo, exif, xmp, icc) -> bytes:
 def _encode_tiff(photo: Photo, bit_depth: int, exif, xmp, icc) -> bytes:
     """Deflate-compressed TIFF (8 or 16 bit) with ICC, XMP, IFD0 EXIF tags and Exif/GPS sub-IFDs."""
     import tifffile
-    import torch
 
     channels = [photo.color] + ([photo.alpha] if photo.alpha is not None else [])
-    array = to_integer(torch.cat(channels, dim=0), bit_depth)
+    array = to_integer(channels, bit_depth)
     extratags = []
     if icc:
         extratags.append((_TIFF_ICC_TAG, 7, len(icc), icc, True))

@@ -1,13 +1,17 @@
-"""The on-disk cache of ``--precision auto`` decisions: one measurement per machine and model, not per process.
+"""The on-disk cache of what the engine measures about a machine and model, once, not per process.
 
-Where: ``$CMOSX_PRECISION_CACHE`` when set (a file path; ``off`` disables the cache, so every process
-measures), else ``$XDG_CACHE_HOME/cmosx/precision.json`` (``~/.cache/cmosx/precision.json``). Clear it
-with ``cmosx bench clear-cache`` (or delete the file).
+Two kinds of entries: the ``--precision auto`` decision (:func:`load`, :func:`store`) and the fitted
+memory models that size ``auto`` tiles (:func:`load_entry`, :func:`store_entry` with ``kind: memory``).
+
+Where: ``$CMOSX_PROBE_CACHE`` (or its older name ``$CMOSX_PRECISION_CACHE``) when set (a file path;
+``off`` disables the cache, so every process measures), else ``$XDG_CACHE_HOME/cmosx/probes.json``
+(``~/.cache/cmosx/probes.json``). Clear it with ``cmosx bench clear-cache`` (or delete the file).
 
 The file is JSON: ``{"version": 1, "entries": {KEY: {"precision": "bf16", "machine": ..., "model": ...,
-"measured": {...}}}}`` where KEY is a hash of the machine and the model (see :func:`cache_key`). A
-missing, unreadable or malformed file reads as empty; a failed write is ignored (the answer is then
-measured again by the next process). Writes are atomic (``cmosx.io.atomic``).
+"measured": {...}}, KEY2: {"kind": "memory", "fixed": ..., "per_pixel": ..., "machine": ..., "model":
+...}}}`` where KEY is a hash of the machine and the model (see :func:`cache_key`). A missing, unreadable
+or malformed file (or entry) reads as empty; a failed write is ignored (the answer is then measured again
+by the next process). Writes are atomic (``cmosx.io.atomic``).
 """
 
 from __future__ import annotations
@@ -23,19 +27,20 @@ import torch
 
 from cmosx.errors import OutputError
 
-ENV_VAR = "CMOSX_PRECISION_CACHE"
+ENV_VAR = "CMOSX_PROBE_CACHE"
+OLD_ENV_VAR = "CMOSX_PRECISION_CACHE"  # the name from when the cache held only precisions; still honoured
 VERSION = 1
 
 
 def cache_path() -> Path | None:
-    """The cache file in use, or None when ``CMOSX_PRECISION_CACHE=off``."""
-    value = os.environ.get(ENV_VAR, "").strip()
+    """The cache file in use, or None when ``CMOSX_PROBE_CACHE=off`` (or ``CMOSX_PRECISION_CACHE=off``)."""
+    value = os.environ.get(ENV_VAR, "").strip() or os.environ.get(OLD_ENV_VAR, "").strip()
     if value.lower() in ("off", "0", "none"):
         return None
     if value:
         return Path(value).expanduser()
     base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
-    return Path(base) / "cmosx" / "precision.json"
+    return Path(base) / "cmosx" / "probes.json"
 
 
 def _cpu_model() -> str:
@@ -78,25 +83,24 @@ def _read(path: Path) -> dict:
     return entries if isinstance(entries, dict) else {}
 
 
-def load(key: str) -> str | None:
-    """The cached precision name (``fp32``, ``bf16``, ``fp16``) for ``key``, or None."""
+def load_entry(key: str) -> dict | None:
+    """The cached entry (a dict) for ``key``, or None (cache off, no such entry, damaged file)."""
     path = cache_path()
     if path is None:
         return None
     entry = _read(path).get(key)
-    value = entry.get("precision") if isinstance(entry, dict) else None
-    return value if value in ("fp32", "bf16", "fp16") else None
+    return entry if isinstance(entry, dict) else None
 
 
-def store(key: str, precision: str, machine: str, model: str, measured: dict[str, float]) -> bool:
-    """Record a decision (atomic rewrite of the file); False when the cache is off or not writable."""
+def store_entry(key: str, entry: dict) -> bool:
+    """Record one entry (atomic rewrite of the file); False when the cache is off or not writable."""
     from cmosx.io.atomic import atomic_write_bytes  # only when writing: keeps the engine's imports light
 
     path = cache_path()
     if path is None:
         return False
     entries = _read(path)
-    entries[key] = {"precision": precision, "machine": machine, "model": model, "measured": measured}
+    entries[key] = entry
     payload = json.dumps({"version": VERSION, "entries": entries}, indent=1, sort_keys=True).encode()
     try:
         atomic_write_bytes(path, payload)
@@ -105,8 +109,19 @@ def store(key: str, precision: str, machine: str, model: str, measured: dict[str
     return True
 
 
+def load(key: str) -> str | None:
+    """The cached precision name (``fp32``, ``bf16``, ``fp16``) for ``key``, or None."""
+    value = (load_entry(key) or {}).get("precision")
+    return value if value in ("fp32", "bf16", "fp16") else None
+
+
+def store(key: str, precision: str, machine: str, model: str, measured: dict[str, float]) -> bool:
+    """Record a precision decision; False when the cache is off or not writable."""
+    return store_entry(key, {"precision": precision, "machine": machine, "model": model, "measured": measured})
+
+
 def clear() -> tuple[Path | None, int]:
-    """Delete the cache file; returns (its path, how many decisions it held)."""
+    """Delete the cache file; returns (its path, how many entries it held)."""
     path = cache_path()
     if path is None:
         return None, 0
