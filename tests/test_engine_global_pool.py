@@ -10,13 +10,12 @@ from cmosx.engine.global_pool import global_pool_means, partition_cells
 from cmosx.engine.pipeline import Upscaler
 from cmosx.engine.tiles import plan_axis, plan_grid
 from cmosx.errors import ArgumentError
-from cmosx.models.cmos import CMOS
-from cmosx.models.descriptor import describe
-from cmosx.models.gia import count_pool_requests, local_means, run_steps
-from cmosx.models.specs import SPECS, GIASpec
 from cmosx.models.card import ModelCard
-from cmosx.models.descriptor import ModelDescriptor
+from cmosx.models.cmos import CMOS
+from cmosx.models.descriptor import ModelDescriptor, describe
+from cmosx.models.gia import count_pool_requests, local_means, run_steps
 from cmosx.models.model import Model
+from cmosx.models.specs import SPECS, GIASpec
 from cmosx.models.weights_io import build_networks
 from cmosx.ops.compare import psnr
 

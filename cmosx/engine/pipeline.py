@@ -115,9 +115,9 @@ class Upscaler:
     """Upscale photos x4 with a loaded model on one device (see the module docstring).
 
     Args:
-        model: a :class:`cmosx.models.model.Model`. Both networks are set to eval mode in place; the
-            SR network is moved to the device in place, CMOS runs as a device copy with its BatchNorms
-            folded (the model's CMOS stays where it was).
+        model: a :class:`cmosx.models.model.Model`. Both networks are set to eval mode in place and
+            run as device copies with their BatchNorms folded (the model's own networks stay where
+            they were).
         device: ``auto`` (CUDA > MPS > CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`cmosx.engine.device`).
         tile: SR core tile size in LR pixels, or ``auto`` (probe the memory, then fit).
