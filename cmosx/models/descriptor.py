@@ -41,7 +41,7 @@ class ModelDescriptor:
     cmos_halo_lr: int  # CMOS receptive-field margin in LR pixels for tiling
     num_classes: int
     bf16_safe: bool  # autocast(bfloat16) stays finite and close (tests: CPU, and CUDA in test_models_gpu.py)
-    fp16_safe: bool  # autocast(float16) on CUDA stays finite and close (tests/test_models_gpu.py, H100)
+    fp16_safe: bool  # autocast(float16) on CUDA stays finite and close (tests/models/test_models_gpu.py, H100)
     align_lr: tuple[int, int] = (1, 1)  # RRDB-SFT tile corners at multiples of (rows, cols)
     cmos_align_lr: tuple[int, int] = (1, 1)  # CMOS tile corners at multiples of (rows, cols)
     exact_tiling: bool = True  # tiled == untiled with the rule above (and the global pass when global_pool)

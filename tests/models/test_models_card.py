@@ -11,7 +11,7 @@ from cmosx.models.card import Companion, Conditioning, Metrics, ModelCard, Recip
 from cmosx.models.cmos import conditions
 from cmosx.models.weights_io import read_card
 
-BUNDLED_CARD = Path(__file__).resolve().parent.parent / "weights" / "cmosx-lite.json"
+BUNDLED_CARD = Path(__file__).resolve().parents[2] / "weights" / "cmosx-lite.json"
 
 
 def test_conditions_clamp_the_blur_and_turn_logits_into_probabilities():

@@ -7,7 +7,7 @@ from cmosx.models.card import Recipe
 from cmosx.models.provenance import estimator_dataset, semantic_provenance
 from cmosx.models.weights_io import read_card
 
-BUNDLED_CARD = Path(__file__).resolve().parent.parent / "weights" / "cmosx-lite.json"
+BUNDLED_CARD = Path(__file__).resolve().parents[2] / "weights" / "cmosx-lite.json"
 
 
 def test_the_bundled_models_classes_are_marked_synthetic():

@@ -15,7 +15,7 @@ from cmosx.cli._common import CmosxGroup
 from cmosx.cli.main import app
 from cmosx.errors import CmosxError, UsageError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
