@@ -39,7 +39,7 @@ def interleaved_best(
     sync = sync or (lambda: None)
     for fn in fns:
         fn()
-    sync()
+        sync()
     best = [float("inf")] * len(fns)
     for _ in range(rounds):
         for i, fn in enumerate(fns):

@@ -95,6 +95,26 @@ def test_cpu_precision_is_measured_and_cached_on_disk(monkeypatch, t32, t16, noi
     assert len(calls) > n  # another model is measured on its own
 
 
+def test_precision_probe_alternates_so_a_busy_spell_does_not_decide(monkeypatch):
+    """On a fake clock: bf16 costs half of fp32, and a busy spell slows a stretch of consecutive calls 10x.
+    Timed one precision after the other the spell could fall on all of bf16's calls; alternated, every
+    precision gets a calm round and the true ratio (2.0) is measured."""
+    import cmosx.ops.timing as timing_mod
+
+    clock = {"now": 0.0, "calls": 0}
+    cost = {torch.float32: 1.0, torch.bfloat16: 0.5}
+
+    def run(dtype):
+        clock["calls"] += 1
+        busy = 3 <= clock["calls"] <= 7  # the spell: the warm-up calls and the first timed rounds
+        clock["now"] += cost[dtype] * (10 if busy else 1)
+        return torch.linspace(0, 1, 100)
+
+    monkeypatch.setattr(timing_mod.time, "perf_counter", lambda: clock["now"])
+    chosen, measured = device_mod.measure_precisions(run, BF16)
+    assert chosen is torch.bfloat16 and measured["speedup_bf16"] == pytest.approx(2.0)
+
+
 def test_precision_cache_file_is_atomic_json_and_can_be_cleared_or_turned_off(tmp_path, monkeypatch):
     monkeypatch.delenv("CMOSX_CPU_BF16", raising=False)
     path = probe_cache.cache_path()
