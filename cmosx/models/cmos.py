@@ -106,18 +106,16 @@ class FinalHead(nn.Module):
         are shared by all channels, so conv(cat(up(f_i))) = sum_i up(conv_i(f_i)) with conv_i the
         weight columns of scale i: each scale is projected to the (narrower) hidden width at its own
         resolution and only one hidden-width map is accumulated at full resolution (in place). The
-        conv's bias (present once BatchNorm is folded into it) is added once.
+        conv's bias (present once BatchNorm is folded into it) is added once, by the finest scale's conv.
         """
         conv, rest = self.body[0], self.body[1:]
         size = features[0].shape[-2:]
         weights = conv.weight.split(self.in_widths, dim=1)
-        acc = F.conv2d(features[0], weights[0])
+        acc = F.conv2d(features[0], weights[0], conv.bias)  # the bias (folded BatchNorm), added once
         for feature, weight in zip(features[1:], weights[1:], strict=True):
             projected = F.conv2d(feature, weight)
             acc.add_(F.interpolate(projected, size=size, mode="bilinear", align_corners=False))
             del projected
-        if conv.bias is not None:
-            acc.add_(conv.bias.reshape(1, -1, 1, 1))
         return self.out(rest(acc))
 
 
