@@ -2,6 +2,8 @@
 (:meth:`FinalHead.forward_scales`): equal to the concat formula in fp32, with BatchNorm folded, in
 training (gradients), and for the bundled model on an example photo."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +17,8 @@ from cmosx.models.specs import SPECS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-EXAMPLE = "examples/photos/chelsea.png"
+# the repository's example photo, found from this file wherever the tests directory nests it
+EXAMPLE = next(p for p in Path(__file__).resolve().parents if (p / "examples").is_dir()) / "examples/photos/chelsea.png"
 
 
 def concat_head(head: FinalHead, features: list[torch.Tensor]) -> torch.Tensor:
