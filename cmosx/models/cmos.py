@@ -3,7 +3,8 @@
 HRNet backbone -> per scale, initial task prediction (ITP) heads for blur and semantics -> GIA_m makes
 the two tasks interact at that scale -> GIA_b / GIA_s carry each task to the next finer scale ->
 ITP_0 also gives auxiliary (deep-supervision) outputs -> GIA_l at every scale -> per task, the four
-scales are upsampled to the finest, concatenated and decoded by two 1x1 convs. Both maps are predicted
+scales are upsampled to the finest, concatenated and decoded by two 1x1 convs (computed without the
+concatenation: :meth:`FinalHead.forward_scales`). Both maps are predicted
 at LR resolution; :class:`CMOSOutput` upsamples them bilinearly to HR size on the
 pixel grid of direct subsampling (LR pixel i on HR pixel 4i).
 
@@ -78,17 +79,44 @@ class TaskHead(nn.Module):
 
 
 class FinalHead(nn.Module):
-    """1x1 conv (concat -> hidden) + BN + ReLU, then 1x1 conv hidden -> outputs."""
+    """1x1 conv (concat -> hidden) + BN + ReLU, then 1x1 conv hidden -> outputs.
 
-    def __init__(self, in_ch: int, hidden: int, out_ch: int) -> None:
+    ``in_widths`` are the channels of the concatenated scales, finest first. :meth:`forward` decodes the
+    concatenation; :meth:`forward_scales` gives the same result from the per-scale features without
+    building it (see there).
+    """
+
+    def __init__(self, in_widths: Sequence[int], hidden: int, out_ch: int) -> None:
         super().__init__()
+        self.in_widths = tuple(int(w) for w in in_widths)
         self.body = nn.Sequential(
-            nn.Conv2d(in_ch, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)
+            nn.Conv2d(sum(self.in_widths), hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)
         )
         self.out = nn.Conv2d(hidden, out_ch, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x``: B x sum(in_widths) x h x w, the scales concatenated -> B x out_ch x h x w."""
         return self.out(self.body(x))
+
+    def forward_scales(self, features: Sequence[Tensor]) -> Tensor:
+        """The head on the scales bilinearly upsampled (align_corners=False) to the first one and concatenated.
+
+        ``features[i]``: B x in_widths[i] x h_i x w_i, ``features[0]`` at the output size h x w ->
+        B x out_ch x h x w. The first conv and the upsampling are both linear and the bilinear weights
+        are shared by all channels, so conv(cat(up(f_i))) = sum_i up(conv_i(f_i)) with conv_i the
+        weight columns of scale i: each scale is projected to the (narrower) hidden width at its own
+        resolution and only one hidden-width map is accumulated at full resolution (in place). The
+        conv's bias (present once BatchNorm is folded into it) is added once, by the finest scale's conv.
+        """
+        conv, rest = self.body[0], self.body[1:]
+        size = features[0].shape[-2:]
+        weights = conv.weight.split(self.in_widths, dim=1)
+        acc = F.conv2d(features[0], weights[0], conv.bias)  # the bias (folded BatchNorm), added once
+        for feature, weight in zip(features[1:], weights[1:], strict=True):
+            projected = F.conv2d(feature, weight)
+            acc.add_(F.interpolate(projected, size=size, mode="bilinear", align_corners=False))
+            del projected
+        return self.out(rest(acc))
 
 
 class CMOS(nn.Module):
@@ -116,8 +144,8 @@ class CMOS(nn.Module):
         self.aux_seg = nn.Conv2d(widths[0], num_classes, 1)
         total = sum(widths)
         hidden = spec.head_channels or total
-        self.head_blur = FinalHead(total, hidden, 1)
-        self.head_seg = FinalHead(total, hidden, num_classes)
+        self.head_blur = FinalHead(widths, hidden, 1)
+        self.head_seg = FinalHead(widths, hidden, num_classes)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1), persistent=False)
 
@@ -143,17 +171,15 @@ class CMOS(nn.Module):
                 in_seg = yield from self.gia_s[i].steps(mixed_seg, feats[i - 1])
         aux_blur, aux_seg = self.aux_blur(blur[0]), self.aux_seg(seg[0])
 
-        size = blur[0].shape[-2:]
-        final_blur, final_seg = [], []
+        final_blur, final_seg = [], []  # per-scale final features, each at its own resolution
         for i in range(4):
             fb, fs = yield from self.gia_l[i].steps(blur[i], seg[i])
-            if i > 0:
-                fb = F.interpolate(fb, size=size, mode="bilinear", align_corners=False)
-                fs = F.interpolate(fs, size=size, mode="bilinear", align_corners=False)
             final_blur.append(fb)
             final_seg.append(fs)
-        out_blur = self.head_blur(torch.cat(final_blur, dim=1))
-        out_seg = self.head_seg(torch.cat(final_seg, dim=1))
+        del x, feats, blur, seg, in_blur, in_seg, mixed_blur, mixed_seg  # free what the heads do not need
+        out_blur = self.head_blur.forward_scales(final_blur)
+        del final_blur
+        out_seg = self.head_seg.forward_scales(final_seg)
         return CMOSOutput(
             blur_lr=crop_to(out_blur, h, w),
             logits_lr=crop_to(out_seg, h, w),
