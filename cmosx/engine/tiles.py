@@ -178,8 +178,11 @@ def plan_grid(
     )
 
 
-def _axis_options(length: int, overlap: int, halo: int, multiple_of: int, keep: int) -> list[tuple[int, int, int]]:
-    """(tile, tiles kept, input pixels computed) for each tile count along one axis, fewest tiles first.
+def _axis_options(
+    length: int, overlap: int, halo: int, multiple_of: int, keep: int
+) -> list[tuple[int, int, int, int]]:
+    """(tile, tiles kept, input pixels computed, input window size) for each tile count along one axis,
+    fewest tiles first.
 
     ``keep``: tiles starting at or beyond it (in the padding) are skipped, as the runner does.
     """
@@ -193,7 +196,7 @@ def _axis_options(length: int, overlap: int, halo: int, multiple_of: int, keep: 
         if len(plan.spans) != count or len(kept) in seen:
             continue
         seen.add(len(kept))
-        options.append((tile, len(kept), sum(span.in_size for span in kept)))
+        options.append((tile, len(kept), sum(span.in_size for span in kept), plan.spans[0].in_size))
     return options
 
 
@@ -219,10 +222,8 @@ def plan_fitting_tiles(
     row_options = _axis_options(height, overlap, halo, m_rows, keep_rows)
     col_options = _axis_options(width, overlap, halo, m_cols, keep_cols)
     best, best_cost = None, None
-    for row_tile, row_count, row_pixels in row_options:
-        row_in = plan_axis(height, row_tile, overlap, halo, m_rows).spans[0].in_size
-        for col_tile, col_count, col_pixels in col_options:
-            col_in = plan_axis(width, col_tile, overlap, halo, m_cols).spans[0].in_size
+    for row_tile, row_count, row_pixels, row_in in row_options:
+        for col_tile, col_count, col_pixels, col_in in col_options:
             if not fits(row_in, col_in):
                 continue
             cost = (row_pixels * col_pixels, row_count * col_count)

@@ -4,7 +4,7 @@ HRNet backbone -> per scale, initial task prediction (ITP) heads for blur and se
 the two tasks interact at that scale -> GIA_b / GIA_s carry each task to the next finer scale ->
 ITP_0 also gives auxiliary (deep-supervision) outputs -> GIA_l at every scale -> per task, the four
 scales are upsampled to the finest, concatenated and decoded by two 1x1 convs (computed without the
-concatenation: :meth:`FinalHead.forward_scales`). Both maps are predicted
+concatenation: :meth:`FinalHead.forward`). Both maps are predicted
 at LR resolution; :class:`CMOSOutput` upsamples them bilinearly to HR size on the
 pixel grid of direct subsampling (LR pixel i on HR pixel 4i).
 
@@ -81,9 +81,8 @@ class TaskHead(nn.Module):
 class FinalHead(nn.Module):
     """1x1 conv (concat -> hidden) + BN + ReLU, then 1x1 conv hidden -> outputs.
 
-    ``in_widths`` are the channels of the concatenated scales, finest first. :meth:`forward` decodes the
-    concatenation; :meth:`forward_scales` gives the same result from the per-scale features without
-    building it (see there).
+    ``in_widths`` are the channels of the scales, finest first. :meth:`forward` gives the result of the
+    head on their concatenation without building it (see there).
     """
 
     def __init__(self, in_widths: Sequence[int], hidden: int, out_ch: int) -> None:
@@ -94,11 +93,7 @@ class FinalHead(nn.Module):
         )
         self.out = nn.Conv2d(hidden, out_ch, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: B x sum(in_widths) x h x w, the scales concatenated -> B x out_ch x h x w."""
-        return self.out(self.body(x))
-
-    def forward_scales(self, features: Sequence[Tensor]) -> Tensor:
+    def forward(self, features: Sequence[Tensor]) -> Tensor:
         """The head on the scales bilinearly upsampled (align_corners=False) to the first one and concatenated.
 
         ``features[i]``: B x in_widths[i] x h_i x w_i, ``features[0]`` at the output size h x w ->
@@ -177,9 +172,9 @@ class CMOS(nn.Module):
             final_blur.append(fb)
             final_seg.append(fs)
         del x, feats, blur, seg, in_blur, in_seg, mixed_blur, mixed_seg  # free what the heads do not need
-        out_blur = self.head_blur.forward_scales(final_blur)
+        out_blur = self.head_blur(final_blur)
         del final_blur
-        out_seg = self.head_seg.forward_scales(final_seg)
+        out_seg = self.head_seg(final_seg)
         return CMOSOutput(
             blur_lr=crop_to(out_blur, h, w),
             logits_lr=crop_to(out_seg, h, w),

@@ -1,5 +1,5 @@
 """CMOS's final heads decode the four scales without the full-resolution concatenation
-(:meth:`FinalHead.forward_scales`): equal to the concat formula in fp32, with BatchNorm folded, in
+(:meth:`FinalHead.forward`): equal to the concat formula in fp32, with BatchNorm folded, in
 training (gradients), and for the bundled model on an example photo."""
 
 from pathlib import Path
@@ -25,7 +25,7 @@ def concat_head(head: FinalHead, features: list[torch.Tensor]) -> torch.Tensor:
     """The reference formula: every scale upsampled to the first, concatenated, then the head."""
     size = features[0].shape[-2:]
     ups = [features[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]]
-    return head(torch.cat(ups, dim=1))
+    return head.out(head.body(torch.cat(ups, dim=1)))
 
 
 def _features(widths, size, generator):
@@ -50,7 +50,7 @@ def _close(new: torch.Tensor, ref: torch.Tensor, rel: float = 1e-5) -> None:
 
 @pytest.mark.parametrize("spec_name", ["lite", "paper"])
 @pytest.mark.parametrize("size", [(40, 56), (37, 61)])
-def test_forward_scales_equals_concat_formula(spec_name, size):
+def test_head_equals_concat_formula(spec_name, size):
     spec = SPECS[spec_name].cmos
     widths = spec.widths
     hidden = spec.head_channels or sum(widths)
@@ -60,21 +60,21 @@ def test_forward_scales_equals_concat_formula(spec_name, size):
         feats = _features(widths, size, g)
         with torch.no_grad():
             ref = concat_head(head, feats)
-            new = head.forward_scales(feats)
+            new = head(feats)
             assert new.shape == ref.shape == (2, out_ch, *size)
             _close(new, ref)
             folded = fold_batchnorm(head)
             assert folded.body[0].bias is not None  # BatchNorm folded into a biased conv: bias added once
-            _close(folded.forward_scales(feats), ref)
+            _close(folded(feats), ref)
 
 
-def test_forward_scales_gradients_match_concat_formula():
+def test_head_gradients_match_concat_formula():
     widths = SPECS["lite"].cmos.widths
     g = torch.Generator().manual_seed(3)
     head = FinalHead(widths, 48, 3).train()
     feats = _features(widths, (24, 32), g)
     grads = []
-    for formula in (concat_head, FinalHead.forward_scales):
+    for formula in (concat_head, FinalHead.forward):
         head.zero_grad()
         inputs = [f.clone().requires_grad_(True) for f in feats]
         formula(head, inputs).square().mean().backward()
@@ -111,12 +111,12 @@ def _example_crop() -> torch.Tensor:
 
 def _reference_forward(cmos: CMOS, lr: torch.Tensor):
     """The whole CMOS forward with its heads switched to the concat formula."""
-    original = FinalHead.forward_scales
-    FinalHead.forward_scales = concat_head
+    original = FinalHead.forward
+    FinalHead.forward = concat_head
     try:
         return cmos(lr)
     finally:
-        FinalHead.forward_scales = original
+        FinalHead.forward = original
 
 
 @pytest.mark.parametrize("folded", [False, True], ids=["plain", "bn-folded"])
