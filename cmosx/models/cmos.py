@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from cmosx.models.gia import GIA, PoolAnswer, PoolRequest, run_steps
 from cmosx.models.hrnet import BasicBlock, HRNetBackbone
 from cmosx.models.specs import CMOSSpec
+from cmosx.ops.fused_conv import accumulate_conv_
 from cmosx.ops.grid import grid_upsample
 from cmosx.ops.padding import crop_to, pad_to_multiple
 
@@ -98,19 +99,24 @@ class FinalHead(nn.Module):
 
         ``features[i]``: B x in_widths[i] x h_i x w_i, ``features[0]`` at the output size h x w ->
         B x out_ch x h x w. The first conv and the upsampling are both linear and the bilinear weights
-        are shared by all channels, so conv(cat(up(f_i))) = sum_i up(conv_i(f_i)) with conv_i the
-        weight columns of scale i: each scale is projected to the (narrower) hidden width at its own
-        resolution and only one hidden-width map is accumulated at full resolution (in place). The
-        conv's bias (present once BatchNorm is folded into it) is added once, by the finest scale's conv.
+        are shared by all channels, so conv(cat(up(f_i))) = sum_i conv_i(up(f_i)) = sum_i up(conv_i(f_i))
+        with conv_i the weight columns of scale i: the concatenation is never built, one hidden-width map
+        is accumulated at full resolution (in place), and each scale upsamples whichever is narrower, its
+        features or their projection to the hidden width (the paper's 270-wide hidden layer: the
+        features; the lite heads' 48: the projection of the wider scales). The conv's bias (present once
+        BatchNorm is folded into it) is added once, by the finest scale's conv.
         """
         conv, rest = self.body[0], self.body[1:]
         size = features[0].shape[-2:]
         weights = conv.weight.split(self.in_widths, dim=1)
         acc = F.conv2d(features[0], weights[0], conv.bias)  # the bias (folded BatchNorm), added once
         for feature, weight in zip(features[1:], weights[1:], strict=True):
-            projected = F.conv2d(feature, weight)
-            acc.add_(F.interpolate(projected, size=size, mode="bilinear", align_corners=False))
-            del projected
+            if feature.shape[1] < conv.out_channels:
+                upsampled = F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
+                accumulate_conv_(acc, upsampled, weight)
+            else:
+                projected = F.conv2d(feature, weight)
+                acc.add_(F.interpolate(projected, size=size, mode="bilinear", align_corners=False))
         return self.out(rest(acc))
 
 

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from cmosx.errors import ArgumentError
 from cmosx.models.specs import GIASpec
+from cmosx.ops.fused_conv import ConvChain
 from cmosx.ops.padding import crop_to, pad_to_multiple
 from cmosx.ops.windows import window_merge, window_split
 
@@ -75,7 +76,7 @@ def count_pool_requests(net: nn.Module) -> int:
     return sum(1 for m in net.modules() if isinstance(m, ChannelStream) and m.pool == "global")
 
 
-def conv_bn(in_ch: int, out_ch: int, kernel: int, act: bool) -> nn.Sequential:
+def conv_bn(in_ch: int, out_ch: int, kernel: int, act: bool) -> ConvChain:
     """CBL (conv without bias + BatchNorm + LeakyReLU 0.01) when ``act``, else CB."""
     layers: list[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False),
@@ -83,7 +84,7 @@ def conv_bn(in_ch: int, out_ch: int, kernel: int, act: bool) -> nn.Sequential:
     ]
     if act:
         layers.append(nn.LeakyReLU(0.01, inplace=True))
-    return nn.Sequential(*layers)
+    return ConvChain(*layers)
 
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:

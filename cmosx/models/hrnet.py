@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmosx.models.specs import CMOSSpec
+from cmosx.ops.fused_conv import ConvChain, conv_act, conv_add
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -25,8 +26,8 @@ class BasicBlock(nn.Module):
         self.conv2, self.bn2 = conv3x3(channels, channels), nn.BatchNorm2d(channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        return F.relu(self.bn2(self.conv2(out)) + x, inplace=True)
+        out = conv_act(self.conv1, x, "relu", norm=self.bn1)
+        return conv_add(self.conv2, out, x, relu=True, norm=self.bn2)
 
 
 class Bottleneck(nn.Module):
@@ -39,15 +40,14 @@ class Bottleneck(nn.Module):
         self.conv2, self.bn2 = conv3x3(planes, planes), nn.BatchNorm2d(planes)
         self.conv3, self.bn3 = nn.Conv2d(planes, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch)
         self.project = (
-            nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch)) if in_ch != out_ch else None
+            ConvChain(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch)) if in_ch != out_ch else None
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
-        out = self.bn3(self.conv3(out))
+        out = conv_act(self.conv1, x, "relu", norm=self.bn1)
+        out = conv_act(self.conv2, out, "relu", norm=self.bn2)
         identity = x if self.project is None else self.project(x)
-        return F.relu(out + identity, inplace=True)
+        return conv_add(self.conv3, out, identity, relu=True, norm=self.bn3)
 
 
 def _down_path(in_ch: int, out_ch: int, steps: int) -> nn.Sequential:
@@ -58,7 +58,7 @@ def _down_path(in_ch: int, out_ch: int, steps: int) -> nn.Sequential:
         layers += [conv3x3(in_ch, out_ch if last else in_ch, stride=2), nn.BatchNorm2d(out_ch if last else in_ch)]
         if not last:
             layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+    return ConvChain(*layers)
 
 
 class HRModule(nn.Module):
@@ -74,7 +74,7 @@ class HRModule(nn.Module):
                 if j == i:
                     row.append(nn.Identity())
                 elif j > i:  # coarser -> finer: 1x1 conv + BN, then bilinear upsampling in forward
-                    row.append(nn.Sequential(nn.Conv2d(w_j, w_i, 1, bias=False), nn.BatchNorm2d(w_i)))
+                    row.append(ConvChain(nn.Conv2d(w_j, w_i, 1, bias=False), nn.BatchNorm2d(w_i)))
                 else:  # finer -> coarser: stride-2 convs
                     row.append(_down_path(w_j, w_i, i - j))
             self.fuse.append(row)
@@ -84,15 +84,15 @@ class HRModule(nn.Module):
         outs = []
         for i, row in enumerate(self.fuse):
             size = xs[i].shape[-2:]
-            total = xs[i]
+            total = None  # a new tensor after the first sum (xs[i] itself is read by the other rows)
             for j, layer in enumerate(row):
                 if j == i:
                     continue
                 y = layer(xs[j])
                 if j > i:
                     y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-                total = total + y
-            outs.append(F.relu(total))
+                total = xs[i] + y if total is None else total.add_(y)
+            outs.append(F.relu(xs[i] if total is None else total, inplace=total is not None))
         return outs
 
 
@@ -102,7 +102,7 @@ class HRNetBackbone(nn.Module):
     def __init__(self, spec: CMOSSpec) -> None:
         super().__init__()
         stem = spec.stem_channels
-        self.stem = nn.Sequential(
+        self.stem = ConvChain(
             conv3x3(3, stem),
             nn.BatchNorm2d(stem),
             nn.ReLU(inplace=True),
@@ -118,12 +118,12 @@ class HRNetBackbone(nn.Module):
         # transitions: stage 1 -> branches 0, 1; then each new branch from the previous coarsest one
         self.transition1 = nn.ModuleList(
             [
-                nn.Sequential(conv3x3(stage1_out, widths[0]), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)),
-                nn.Sequential(conv3x3(stage1_out, widths[1], 2), nn.BatchNorm2d(widths[1]), nn.ReLU(inplace=True)),
+                ConvChain(conv3x3(stage1_out, widths[0]), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)),
+                ConvChain(conv3x3(stage1_out, widths[1], 2), nn.BatchNorm2d(widths[1]), nn.ReLU(inplace=True)),
             ]
         )
         self.new_branch = nn.ModuleList(
-            nn.Sequential(conv3x3(widths[k - 1], widths[k], 2), nn.BatchNorm2d(widths[k]), nn.ReLU(inplace=True))
+            ConvChain(conv3x3(widths[k - 1], widths[k], 2), nn.BatchNorm2d(widths[k]), nn.ReLU(inplace=True))
             for k in (2, 3)
         )
         self.stages = nn.ModuleList(

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from cmosx.models.gia import GIA, PoolAnswer, PoolRequest, run_steps
 from cmosx.models.specs import SRSpec
+from cmosx.ops.fused_conv import ConvChain, conv_act, conv_add
 from cmosx.ops.grid import grid_downsample, grid_upsample
 
 
@@ -39,8 +40,8 @@ class ResidualDenseBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         feats = [x]
         for conv in self.convs:
-            feats.append(F.leaky_relu(conv(torch.cat(feats, dim=1)), 0.2, inplace=True))
-        return torch.add(x, self.last(torch.cat(feats, dim=1)), alpha=0.2)  # x + 0.2 * last, one pass
+            feats.append(conv_act(conv, torch.cat(feats, dim=1), "leaky_relu", 0.2))
+        return conv_add(self.last, torch.cat(feats, dim=1), x, scale=0.2)  # x + 0.2 * last
 
 
 class SFTLayer(nn.Module):
@@ -48,8 +49,8 @@ class SFTLayer(nn.Module):
 
     def __init__(self, nf: int, hidden: int) -> None:
         super().__init__()
-        self.scale = nn.Sequential(_conv(2 * nf, hidden), nn.LeakyReLU(0.2, inplace=True), _conv(hidden, nf))
-        self.shift = nn.Sequential(_conv(2 * nf, hidden), nn.LeakyReLU(0.2, inplace=True), _conv(hidden, nf))
+        self.scale = ConvChain(_conv(2 * nf, hidden), nn.LeakyReLU(0.2, inplace=True), _conv(hidden, nf))
+        self.shift = ConvChain(_conv(2 * nf, hidden), nn.LeakyReLU(0.2, inplace=True), _conv(hidden, nf))
 
     def forward(self, feat: Tensor, prior: Tensor) -> Tensor:
         joined = torch.cat([feat, prior], dim=1)
@@ -132,7 +133,7 @@ class RRDBSFT(nn.Module):
         trunk = fea
         for block in self.blocks:
             trunk = block(trunk, prior)
-        fea = fea + self.trunk_conv(trunk)
+        fea = conv_add(self.trunk_conv, trunk, fea)
         out = F.pixel_shuffle(self.upsample(fea), self.scale)
         if self.spec.residual == "bilinear":
             out = out + grid_upsample(lr, self.scale).to(out.dtype)
