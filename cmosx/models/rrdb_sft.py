@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from cmosx.models.gia import GIA, PoolAnswer, PoolRequest, run_steps
 from cmosx.models.specs import SRSpec
-from cmosx.ops.fused_conv import ConvChain, conv_act, conv_add
+from cmosx.ops.fused_conv import ConvChain, conv_add, dense_conv
 from cmosx.ops.grid import grid_downsample, grid_upsample
 
 
@@ -40,8 +40,8 @@ class ResidualDenseBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         feats = [x]
         for conv in self.convs:
-            feats.append(conv_act(conv, torch.cat(feats, dim=1), "leaky_relu", 0.2))
-        return conv_add(self.last, torch.cat(feats, dim=1), x, scale=0.2)  # x + 0.2 * last
+            feats.append(dense_conv(conv, feats, "leaky_relu", 0.2))  # lrelu(conv(cat(feats)))
+        return dense_conv(self.last, feats, other=x, scale=0.2)  # x + 0.2 * last(cat(feats))
 
 
 class SFTLayer(nn.Module):

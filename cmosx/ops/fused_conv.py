@@ -71,12 +71,32 @@ def _fusable(conv: nn.Conv2d, x: Tensor, norm: nn.Module | None, *others: Tensor
     return _fusable_input(x, *[p for p in conv.parameters(recurse=False)], *others)
 
 
-def _weights(conv: nn.Conv2d, dtype: torch.dtype, scale: float) -> tuple[Tensor, Tensor | None]:
-    weight, bias = conv.weight, conv.bias
-    if scale != 1.0:
-        weight = weight * scale
-        bias = None if bias is None else bias * scale
-    return weight.to(dtype), None if bias is None else bias.to(dtype)
+def _stamp(t: Tensor) -> tuple[int, int]:
+    """Changes when ``t`` is changed in place or replaced (an inference tensor has no version counter)."""
+    return (-1 if t.is_inference() else t._version), t.data_ptr()
+
+
+def _weights(
+    conv: nn.Conv2d, dtype: torch.dtype, scale: float, split: tuple[int, ...] | None = None
+) -> tuple[list[Tensor], Tensor | None]:
+    """``conv``'s weight times ``scale`` in ``dtype`` (split along the input channels into ``split``
+    parts, each contiguous), and its bias likewise. Kept on the module (a plain attribute, not in the
+    state dict) while the parameters are unchanged: casting every call cost about 7 % of CMOS's time."""
+    bias = conv.bias
+    stamp = tuple(_stamp(t) for t in (conv.weight, bias) if t is not None)
+    key = (dtype, scale, split)
+    cache = conv.__dict__.setdefault("_fused_weights", {})
+    hit = cache.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    with torch.no_grad():
+        weight = conv.weight * scale if scale != 1.0 else conv.weight
+        parts = weight.split(list(split), dim=1) if split is not None else [weight]
+        weights = [part.to(dtype).contiguous() for part in parts]
+        if bias is not None:
+            bias = (bias * scale if scale != 1.0 else bias).to(dtype)
+    cache[key] = (stamp, (weights, bias))
+    return weights, bias
 
 
 def _geometry(conv: nn.Conv2d) -> tuple[list[int], list[int], list[int], int]:
@@ -103,7 +123,7 @@ def conv_act(
         if act == "leaky_relu":
             return F.leaky_relu(out, slope, inplace=True)
         return out
-    weight, bias = _weights(conv, dtype, 1.0)
+    (weight,), bias = _weights(conv, dtype, 1.0)
     scalars = [slope] if act == "leaky_relu" else []
     return _mkldnn._convolution_pointwise(x.to(dtype), weight, bias, *_geometry(conv), act, scalars, "")
 
@@ -125,10 +145,53 @@ def conv_add(
         out = _plain(conv, x, norm)
         out = torch.add(other, out, alpha=scale) if scale != 1.0 else other + out
         return F.relu(out, inplace=True) if relu else out
-    weight, bias = _weights(conv, dtype, scale)
+    (weight,), bias = _weights(conv, dtype, scale)
     return _mkldnn._convolution_pointwise.binary(
         x.to(dtype), other.to(dtype), weight, bias, *_geometry(conv), "add", 1.0, "relu" if relu else None, [], None
     )
+
+
+def dense_conv(
+    conv: nn.Conv2d,
+    pieces: list[Tensor],
+    act: str = "none",
+    slope: float = 0.2,
+    other: Tensor | None = None,
+    scale: float = 1.0,
+) -> Tensor:
+    """``act(conv(torch.cat(pieces, 1)))``, or with ``other``: ``other + scale * conv(cat(pieces))``
+    (then ``act``); a new tensor. The convolution of a dense block's growing concatenation.
+
+    Fused, the concatenation is never built: conv(cat(p_j)) = sum_j conv_j(p_j) with conv_j the weight's
+    input channels of piece j, so the first piece's conv writes the output (with the bias, or added to
+    ``other``) and each further piece's conv adds into it inside the kernel; ``act`` is one pass at the
+    end. The sum is rounded to the compute type after each piece (bf16: a few units in the last place
+    more than one conv). Paper-spec dense block, bf16 at 240 x 320 on a 2-core Xeon with AMX: 27-31 ms
+    with the concatenations, 19-22 ms without.
+    """
+    dtype = _fusable(conv, pieces[0], None, *pieces[1:], *([] if other is None else [other]))
+    if dtype is None or len(pieces) == 1:
+        joined = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+        if other is None:
+            return conv_act(conv, joined, act, slope)
+        out = conv_add(conv, joined, other, scale, relu=act == "relu")
+        return F.leaky_relu(out, slope, inplace=True) if act == "leaky_relu" else out
+    weights, bias = _weights(conv, dtype, scale, tuple(p.shape[1] for p in pieces))
+    geometry = _geometry(conv)
+    first = pieces[0].to(dtype)
+    if other is None:
+        out = _mkldnn._convolution_pointwise(first, weights[0], bias, *geometry, "none", [], "")
+    else:
+        out = _mkldnn._convolution_pointwise.binary(
+            first, other.to(dtype), weights[0], bias, *geometry, "add", 1.0, None, [], None
+        )
+    for piece, weight in zip(pieces[1:], weights[1:], strict=True):
+        _mkldnn._convolution_pointwise_.binary(
+            out, piece.to(dtype), weight, None, *geometry, "add", 1.0, None, [], None
+        )
+    if act == "relu":
+        return F.relu(out, inplace=True)
+    return F.leaky_relu(out, slope, inplace=True) if act == "leaky_relu" else out
 
 
 def accumulate_conv_(acc: Tensor, x: Tensor, weight: Tensor) -> Tensor:

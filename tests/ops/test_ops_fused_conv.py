@@ -162,3 +162,32 @@ def test_networks_fused_equal_plain(spec: str, monkeypatch) -> None:
         fused16, _ = _both(lambda: (sr(lr, blur, semantic),))
     err = (fused16[0].float() - plain[2]).abs().max()
     assert err < 0.05 * float(plain[2].abs().max())
+
+
+@pytest.mark.parametrize("act", ["none", "relu", "leaky_relu"])
+@pytest.mark.parametrize("with_other", [False, True])
+def test_dense_conv_equals_conv_of_the_concatenation(act: str, with_other: bool, monkeypatch) -> None:
+    pieces = [_input(6, seed=10), _input(3, seed=11), _input(3, seed=12)]
+    conv, other = _conv(12, 5, seed=13), _input(5, seed=14)
+    kwargs = {"other": other, "scale": 0.2} if with_other else {}
+    spy = _Spy(monkeypatch)
+    fused, plain = _both(lambda: fused_conv.dense_conv(conv, pieces, act, 0.2, **kwargs))
+    assert spy.calls == 3  # one kernel per piece, no concatenation
+    expected = conv(torch.cat(pieces, 1)).detach()
+    if with_other:
+        expected = other + 0.2 * expected
+    expected = {"none": expected, "relu": F.relu(expected), "leaky_relu": F.leaky_relu(expected, 0.2)}[act]
+    torch.testing.assert_close(plain, expected)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_cast_weights_follow_changes_of_the_parameters() -> None:
+    conv, x = _conv(4, 4), _input(4)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        first = conv_act(conv, x).float()
+    with torch.no_grad():
+        conv.weight.mul_(2.0)  # in place: a cached bf16 copy must not be reused
+        conv.bias.mul_(2.0)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        second = conv_act(conv, x).float()
+    torch.testing.assert_close(second, 2 * first, rtol=1e-2, atol=1e-2)
