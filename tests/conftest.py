@@ -29,16 +29,24 @@ def _empty_hub_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "no-hub-cache"))
 
 
+@pytest.fixture(scope="session")
+def _session_memory_models() -> dict:
+    """The memory models fitted in this test session (a property of machine and model, like the cache)."""
+    return {}
+
+
 @pytest.fixture(autouse=True)
-def _private_probe_cache(tmp_path, monkeypatch):
-    """No test reads or writes the user's probe cache (precisions, memory models): each test has its own, empty one."""
+def _private_probe_cache(tmp_path, monkeypatch, _session_memory_models):
+    """No test reads or writes the user's probe cache (precisions, memory models): each test has its own,
+    empty one. The in-process memory models are shared by the session's tests (each fit runs its probes
+    three times in a row, about a second per model); tests of the probing set their own."""
     import cmosx.engine.device as device_mod
     import cmosx.engine.pipeline as pipeline_mod
 
     monkeypatch.setenv("CMOSX_PROBE_CACHE", str(tmp_path / "probe-cache.json"))
     monkeypatch.delenv("CMOSX_PRECISION_CACHE", raising=False)
     monkeypatch.setattr(device_mod, "_precision_cache", {})
-    monkeypatch.setattr(pipeline_mod, "_memory_models", {})
+    monkeypatch.setattr(pipeline_mod, "_memory_models", _session_memory_models)
 
 
 @pytest.fixture(autouse=True)

@@ -34,6 +34,7 @@ CPU_BUDGET_FRACTION = 0.5
 # The CPU default: the lite CMOS needs about 2 KB per LR pixel of tile and a 160-px halo; at 8 GiB a 6 MP
 # photo's estimate computes 1.6x its pixels (halos), at 4 GiB 2.2x.
 CPU_BUDGET_CAP_BYTES = 8 << 30
+CPU_PROBE_REPEATS = 3  # runs in a row per resident-memory probe (a steady state of fragmentation)
 BUDGET_ENV_VAR = "CMOSX_MEMORY_BUDGET"  # bytes a tile's working set may use, e.g. 2G, 1500M (overrides the rest)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -194,24 +195,44 @@ class MemoryModel:
         return int(min(max(side, lo), hi))
 
 
-def fit_memory_model(
-    probe: Callable[[int, int], object], sizes: tuple[tuple[int, int], tuple[int, int]], device: torch.device
-) -> MemoryModel:
-    """Fit :class:`MemoryModel` from ``probe(rows, cols)`` runs on two input sizes (small, then larger).
+def _repeated(run: Callable[[], object], times: int) -> object:
+    """``run()`` ``times`` times in a row (each result dropped before the next run); the last result."""
+    for _ in range(max(times, 1) - 1):
+        run()
+    return run()
 
-    The small size runs once first as a warm-up (one-time allocations are not per-tile costs). On the
-    CPU the peak is the resident high-water mark where measurable (:func:`measure_peak_resident_bytes`),
-    else the live tensor bytes. ``per_pixel`` is the slope between the two sizes, never below the
-    larger probe's average bytes per pixel halved (a guard against noise); ``fixed`` is what is left of
-    the larger probe's peak, at least 0.
+
+def fit_memory_model(
+    probe: Callable[[int, int], object],
+    sizes: tuple[tuple[int, int], tuple[int, int]],
+    device: torch.device,
+    repeats: int = CPU_PROBE_REPEATS,
+) -> MemoryModel:
+    """Fit :class:`MemoryModel` from ``probe(rows, cols)`` runs on two input sizes (small, larger).
+
+    The small size runs once first as a warm-up (one-time allocations are not per-tile costs); then the
+    larger size is measured, then the small one (buffers the larger run leaves, such as oneDNN's scratch
+    space, lower the small figure and so raise the slope: the safe side). ``per_pixel`` is the slope;
+    ``fixed`` is what is left of the larger probe's peak, at least 0.
+
+    On the CPU the peak is the growth of the resident high-water mark where measurable
+    (:func:`measure_peak_resident_bytes`), else the live tensor bytes, over ``repeats`` runs in a row, and
+    ``per_pixel`` is at least the larger probe's average (no fixed part). With freed memory retained
+    (:func:`retain_freed_memory`) a tile's resident need is not its live working set: freed blocks of
+    other sizes fragment the heap, so tile after tile the process holds about twice the live bytes (the
+    lite SR network, bf16, 2-core Xeon: 1.14 KB per pixel live, 2.35-2.48 KB resident on 512-2048 px
+    tiles). A single run measured 1.3-3.7 KB depending on the pages the process already held; three runs
+    in a row measure 2.5-2.8 KB. Elsewhere (an allocator's exact peak) ``per_pixel`` is at least half the
+    larger probe's average, a guard against noise.
     """
+    resident = device.type == "cpu"
 
     def measure(rows: int, cols: int) -> float:
         run = lambda: probe(rows, cols)  # noqa: E731
-        if device.type == "cpu":
-            resident = measure_peak_resident_bytes(run)
-            if resident is not None:
-                return float(resident)
+        if resident:
+            peak = measure_peak_resident_bytes(lambda: _repeated(run, repeats))
+            if peak is not None:
+                return float(peak)
         return float(measure_peak_bytes(run, device))
 
     (r0, c0), (r1, c1) = sizes
@@ -219,8 +240,10 @@ def fit_memory_model(
     if large <= small:
         raise ValueError(f"memory probe sizes must grow: {sizes}")
     probe(r0, c0)  # warm-up
-    peak_small, peak_large = measure(r0, c0), measure(r1, c1)
-    per_pixel = max((peak_large - peak_small) / (large - small), 0.5 * peak_large / large, 1.0)
+    peak_large = measure(r1, c1)  # first: buffers kept from it (oneDNN scratch) then lower the small one
+    peak_small = measure(r0, c0)
+    floor = (1.0 if resident else 0.5) * peak_large / large
+    per_pixel = max((peak_large - peak_small) / (large - small), floor, 1.0)
     fixed = max(peak_large - per_pixel * large, 0.0)
     return MemoryModel(fixed=fixed, per_pixel=per_pixel)
 
@@ -240,6 +263,20 @@ _M_MMAP_MAX = -4
 _retained = False
 
 
+def _mallopt():
+    """glibc's ``mallopt`` (ctypes), or None where the C library is not glibc."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("c")
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    mallopt = getattr(libc, "mallopt", None)
+    return mallopt if mallopt is not None and hasattr(libc, "gnu_get_libc_version") else None
+
+
 def retain_freed_memory() -> bool:
     """Keep freed CPU memory in this process for reuse instead of returning it to the kernel (glibc only).
 
@@ -253,16 +290,8 @@ def retain_freed_memory() -> bool:
     global _retained
     if _retained:
         return True
-    try:
-        import ctypes
-        import ctypes.util
-
-        name = ctypes.util.find_library("c")
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = getattr(libc, "mallopt", None)
-        if mallopt is None or not hasattr(libc, "gnu_get_libc_version"):
-            return False
-        _retained = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
-    except (OSError, AttributeError):
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
+    _retained = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     return _retained

@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cmosx.ops.fused_conv import fusion_disabled
+
 
 def synchronize(device: torch.device) -> None:
     """Wait for the work queued on ``device`` (CUDA, MPS); nothing to wait for on the CPU."""
@@ -57,7 +59,8 @@ def best_time(fn: Callable[[], object], sync: Callable[[], None] | None = None, 
 
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of one call of ``fn`` (2 per multiply-accumulate), as ``torch.utils.flop_counter`` counts them:
-    convolutions and matrix products, not elementwise operations."""
-    with FlopCounterMode(display=False) as counter:
+    convolutions and matrix products, not elementwise operations. ``fn`` runs with the plain ops (the
+    counter does not know the fused kernels of :mod:`cmosx.ops.fused_conv`; same arithmetic)."""
+    with fusion_disabled(), FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())

@@ -229,7 +229,8 @@ def test_memory_model_fits_the_resident_peak_of_two_probe_sizes():
 
     assert measure_peak_resident_bytes(lambda: probe(1000, 1000)) >= 40e6 * 0.95
     model = fit_memory_model(probe, ((500, 500), (1000, 1000)), torch.device("cpu"))
-    assert 36 <= model.per_pixel <= 48 and model.peak(2000 * 2000) >= 0.9 * 40 * 2000 * 2000
+    # at least the live bytes; runs in a row may hold more (freed blocks reused unevenly): measured 40-52
+    assert 36 <= model.per_pixel <= 64 and model.peak(2000 * 2000) >= 0.9 * 40 * 2000 * 2000
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc policy")
@@ -240,7 +241,7 @@ def test_retained_memory_is_reused_without_page_faults():
         "from cmosx.engine.memory import retain_freed_memory\n"
         "if sys.argv[1] == '1': assert retain_freed_memory()\n"
         "counts = []\n"
-        "for _ in range(5):\n"
+        "for _ in range(10):\n"  # glibc reuses the freed block on some of the later rounds, not always the next
         "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
         "    torch.ones(16 << 20).sum()\n"
         "    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
@@ -252,3 +253,24 @@ def test_retained_memory_is_reused_without_page_faults():
         faults[retain] = int(done.stdout.split()[-1])
     pages = (64 << 20) // 4096
     assert faults["0"] > pages // 2 and faults["1"] < pages // 8, faults
+
+
+def test_cpu_memory_fit_measures_repeated_runs_larger_size_first(monkeypatch):
+    """Three runs in a row per measurement, the larger size before the smaller, and on the CPU never
+    fewer bytes per pixel than the larger probe's average (a fragmented heap holds more than the slope)."""
+    import cmosx.engine.memory as memory_mod
+
+    calls: list[int] = []
+    measured: list[list[int]] = []
+
+    def fake_measure(fn):
+        start = len(calls)
+        fn()
+        measured.append(calls[start:])
+        side = calls[-1]
+        return 3000 * side * side if side == 20 else 5000 * side * side  # slope 2333 < large average 3000
+
+    monkeypatch.setattr(memory_mod, "measure_peak_resident_bytes", fake_measure)
+    model = fit_memory_model(lambda r, c: calls.append(r), ((10, 10), (20, 20)), torch.device("cpu"))
+    assert calls[0] == 10 and measured == [[20, 20, 20], [10, 10, 10]]
+    assert model.per_pixel == pytest.approx(3000) and model.fixed == 0

@@ -37,3 +37,12 @@ def test_count_flops_counts_two_per_multiply_accumulate():
     with torch.no_grad():
         assert timing.count_flops(lambda: conv(x)) == 2 * 4 * 8 * 9 * 10 * 12
     timing.synchronize(torch.device("cpu"))  # nothing to wait for on the CPU
+
+
+def test_count_flops_counts_fused_convolutions_as_plain_ones():
+    from cmosx.ops.fused_conv import conv_act
+
+    conv = torch.nn.Conv2d(4, 8, 3, padding=1)
+    x = torch.rand(1, 4, 10, 12).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert timing.count_flops(lambda: conv_act(conv, x, "relu")) == 2 * 4 * 8 * 9 * 10 * 12
