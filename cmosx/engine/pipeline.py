@@ -69,6 +69,7 @@ CPU_MAX_TILE = 2048  # caps the memory-fitted tile; beyond this the halo overhea
 GPU_MAX_TILE = 1024
 MAX_TILE_BATCH = 16
 SR_PROBE_SIDE = 128  # the SR memory probe runs tiles of this side and twice it
+MEMORY_PROBE_VERSION = 2  # raised when the memory probe changes what it measures (2: runs in a row, 12/2026)
 
 
 @dataclass
@@ -253,7 +254,9 @@ class Upscaler:
         """
         from cmosx.engine import probe_cache
 
-        key, machine, model = probe_cache.cache_key(self.device, f"{self._model_id()} memory {stage} {self.precision}")
+        # MEMORY_PROBE_VERSION in the key: models fitted by an older probe (too low) are not reused
+        what = f"{self._model_id()} memory v{MEMORY_PROBE_VERSION} {stage} {self.precision}"
+        key, machine, model = probe_cache.cache_key(self.device, what)
         if key not in _memory_models:
             cached = _memory_model_from(probe_cache.load_entry(key))
             if cached is None:

@@ -237,3 +237,24 @@ def test_cmos_tiles_planned_within_the_memory_budget(tiny, monkeypatch):
     tile = engine._cmos_tiling(2400, 3200, (2400, 3200))
     grid = pipeline_mod.TiledRunner.count_tiles(2400, 3200, tile, engine.overlap, engine.cmos_halo, engine.cmos_align)
     assert grid > 1 and engine._cmos_tiling(480, 640, (480, 640)) == (480, 640)  # a small photo: one tile
+
+
+def test_memory_models_of_an_older_probe_are_not_reused(tiny, monkeypatch):
+    """A cache entry written under an older probe version (its figures were too low) is measured again."""
+    import json
+
+    import cmosx.engine.pipeline as pipeline_mod
+    from cmosx.engine import probe_cache
+
+    fits = []
+    real_fit = pipeline_mod.fit_memory_model
+    monkeypatch.setattr(pipeline_mod, "fit_memory_model", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    monkeypatch.setattr(pipeline_mod, "_memory_models", {})
+    make(tiny, tile="auto", cmos_tile="auto")
+    assert len(fits) == 2
+    monkeypatch.setattr(pipeline_mod, "MEMORY_PROBE_VERSION", pipeline_mod.MEMORY_PROBE_VERSION + 1)
+    monkeypatch.setattr(pipeline_mod, "_memory_models", {})
+    make(tiny, tile="auto", cmos_tile="auto")
+    assert len(fits) == 4  # the entries of the previous version were not read
+    entries = json.loads(probe_cache.cache_path().read_text())["entries"].values()
+    assert sum(e.get("kind") == "memory" for e in entries) == 4
