@@ -84,15 +84,16 @@ class HRModule(nn.Module):
         outs = []
         for i, row in enumerate(self.fuse):
             size = xs[i].shape[-2:]
-            total = None  # a new tensor after the first sum (xs[i] itself is read by the other rows)
+            total = xs[i]
             for j, layer in enumerate(row):
                 if j == i:
                     continue
                 y = layer(xs[j])
                 if j > i:
                     y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-                total = xs[i] + y if total is None else total.add_(y)
-            outs.append(F.relu(xs[i] if total is None else total, inplace=total is not None))
+                # the first sum is a new tensor (the other rows read xs[i]); the later ones add in place
+                total = total + y if total is xs[i] else total.add_(y)
+            outs.append(F.relu(total, inplace=total is not xs[i]))
         return outs
 
 

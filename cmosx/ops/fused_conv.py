@@ -107,6 +107,13 @@ def _plain(conv: nn.Conv2d, x: Tensor, norm: nn.Module | None) -> Tensor:
     return conv(x) if norm is None else norm(conv(x))
 
 
+def _activate_(out: Tensor, act: str, slope: float) -> Tensor:
+    """``act`` applied to ``out`` in place (a tensor the caller owns)."""
+    if act == "relu":
+        return F.relu(out, inplace=True)
+    return F.leaky_relu(out, slope, inplace=True) if act == "leaky_relu" else out
+
+
 def conv_act(
     conv: nn.Conv2d, x: Tensor, act: str = "none", slope: float = 0.2, norm: nn.Module | None = None
 ) -> Tensor:
@@ -117,12 +124,7 @@ def conv_act(
     """
     dtype = _fusable(conv, x, norm)
     if dtype is None:
-        out = _plain(conv, x, norm)
-        if act == "relu":
-            return F.relu(out, inplace=True)
-        if act == "leaky_relu":
-            return F.leaky_relu(out, slope, inplace=True)
-        return out
+        return _activate_(_plain(conv, x, norm), act, slope)
     (weight,), bias = _weights(conv, dtype, 1.0)
     scalars = [slope] if act == "leaky_relu" else []
     return _mkldnn._convolution_pointwise(x.to(dtype), weight, bias, *_geometry(conv), act, scalars, "")
@@ -174,8 +176,7 @@ def dense_conv(
         joined = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
         if other is None:
             return conv_act(conv, joined, act, slope)
-        out = conv_add(conv, joined, other, scale, relu=act == "relu")
-        return F.leaky_relu(out, slope, inplace=True) if act == "leaky_relu" else out
+        return _activate_(conv_add(conv, joined, other, scale), act, slope)
     weights, bias = _weights(conv, dtype, scale, tuple(p.shape[1] for p in pieces))
     geometry = _geometry(conv)
     first = pieces[0].to(dtype)
@@ -189,9 +190,7 @@ def dense_conv(
         _mkldnn._convolution_pointwise_.binary(
             out, piece.to(dtype), weight, None, *geometry, "add", 1.0, None, [], None
         )
-    if act == "relu":
-        return F.relu(out, inplace=True)
-    return F.leaky_relu(out, slope, inplace=True) if act == "leaky_relu" else out
+    return _activate_(out, act, slope)
 
 
 def accumulate_conv_(acc: Tensor, x: Tensor, weight: Tensor) -> Tensor:
